@@ -1,0 +1,1 @@
+"""The tutorial's spiral dataset and its seeded split."""

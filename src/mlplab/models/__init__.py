@@ -1,0 +1,1 @@
+"""The tutorial's MLP, its activation specs and the hand-written cross-entropy."""

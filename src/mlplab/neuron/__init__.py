@@ -1,0 +1,1 @@
+"""The leaky integrate-and-fire neuron of the tutorial's bonus section."""

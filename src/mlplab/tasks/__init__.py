@@ -1,0 +1,1 @@
+"""Hydra entry points: thin wiring from configs to the science layer."""

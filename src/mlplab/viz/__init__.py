@@ -1,0 +1,30 @@
+"""Matplotlib figures for mlplab: each function returns a ``matplotlib.figure.Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, never through pyplot, so nothing
+global is touched, no GUI backend is needed (rendering uses Agg), and a figure is freed by the
+garbage collector once dropped; there is nothing to close. Functions never show or save: callers
+save with ``figure_to_png`` or log ``figure_to_array`` to TensorBoard.
+
+Orientation: 2-D input plots put x1 (column 0) on the horizontal axis and x2 on the vertical.
+"""
+
+from mlplab.viz.approx import plot_function_approximation
+from mlplab.viz.io import figure_to_array, figure_to_png
+from mlplab.viz.lif import plot_fi_curves, plot_lif_trace
+from mlplab.viz.spiral import plot_decision_map, plot_spiral, sample_grid
+from mlplab.viz.sweep import plot_heatmap, plot_metric_vs
+from mlplab.viz.training import plot_training_loss
+
+__all__ = [
+    "figure_to_array",
+    "figure_to_png",
+    "plot_decision_map",
+    "plot_fi_curves",
+    "plot_function_approximation",
+    "plot_heatmap",
+    "plot_lif_trace",
+    "plot_metric_vs",
+    "plot_spiral",
+    "plot_training_loss",
+    "sample_grid",
+]
