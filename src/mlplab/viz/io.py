@@ -1,0 +1,50 @@
+"""Turning figures into files and arrays."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def figure_to_png(fig: Figure, path: str | os.PathLike[str], dpi: float = 100) -> Path:
+    """Save a figure as PNG atomically: a reader never sees a half-written file.
+
+    The image goes to a temporary file in the target folder (created if missing), then
+    ``os.replace`` moves it into place; on failure the temporary file is removed.
+
+    Args:
+        fig: The figure.
+        path: Destination file.
+        dpi: Resolution; 100 keeps run folders small.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target, so os.replace is a rename on one file system.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render a figure to an RGB array of shape (H, W, 3), dtype uint8, at the figure's dpi.
+
+    Suitable for ``SummaryWriter.add_image(tag, array, step, dataformats="HWC")``. The figure is
+    given an Agg canvas if it has none.
+    """
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
