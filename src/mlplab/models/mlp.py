@@ -171,6 +171,27 @@ def hidden_units_for(width: int, depth: int) -> list[int]:
     return [width] * depth
 
 
+def width_for_budget(in_features: int, out_features: int, depth: int, param_budget: int) -> int:
+    """Smallest uniform width whose MLP has at least ``param_budget`` weights and biases.
+
+    The tutorial's follow-up question, deeper or wider at a fixed number of parameters: every
+    hidden layer gets this width; input and output layers are counted.
+    """
+    if isinstance(param_budget, bool) or not isinstance(param_budget, int) or param_budget < 1:
+        raise ValueError(f"param_budget={param_budget!r} is invalid: it must be an integer >= 1")
+    if depth < 1:
+        raise ValueError(f"depth={depth!r} is invalid with a param_budget: it must be >= 1")
+    # The count grows with width, so bisect on it; the upper end always meets the budget.
+    low, high = 1, max(param_budget, 1)
+    while low < high:
+        mid = (low + high) // 2
+        if count_parameters(in_features, [mid] * depth, out_features) >= param_budget:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
 def build_mlp(
     activation: str = "ReLU()",
     in_features: int = 2,
@@ -178,7 +199,17 @@ def build_mlp(
     width: int = 128,
     depth: int = 1,
     hidden_units: Sequence[int] | None = None,
+    param_budget: int | None = None,
 ) -> MLP:
-    """Build an :class:`MLP` from width and depth, or from an explicit ``hidden_units`` list."""
-    units = list(hidden_units) if hidden_units is not None else hidden_units_for(width, depth)
+    """Build an :class:`MLP` from width and depth, an explicit ``hidden_units`` list, or a budget.
+
+    Precedence: ``hidden_units`` if given, else ``depth`` layers of the width that
+    ``param_budget`` implies if given, else ``depth`` layers of ``width``.
+    """
+    if hidden_units is not None:
+        units = list(hidden_units)
+    elif param_budget is not None:
+        units = [width_for_budget(in_features, out_features, depth, param_budget)] * depth
+    else:
+        units = hidden_units_for(width, depth)
     return MLP(activation, in_features, units, out_features)

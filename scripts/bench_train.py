@@ -1,0 +1,193 @@
+"""Benchmark: Lightning fit of experiment=tutorial vs a plain PyTorch loop, and whole processes.
+
+Run: .venv/bin/python scripts/bench_train.py [--repeats 3] [--skip-processes]
+
+Part 1 times the same 2500 optimizer steps (100 epochs x 25 minibatches of 128, Adam 1e-3,
+nn.CrossEntropyLoss, the same tensors, the same batch order, the same initial weights):
+  * a plain PyTorch loop,
+  * trainer.fit of mlplab's SpiralClassifier built from the Hydra config (default callbacks and
+    TensorBoard logger, checkpoint every epoch), and variants without them.
+Part 2 times whole processes: `mlplab-train experiment=tutorial` against the tutorial's own
+training cell (TensorDataset + DataLoader with 2 workers, re-implemented below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from mlplab.tasks.common import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("train", overrides=overrides, return_hydra_config=False)
+
+
+def plain_loop(datamodule, seed: int) -> float:
+    """The same steps in plain PyTorch: the baseline."""
+    from mlplab.data.datamodule import EpochPermutation
+    from mlplab.models.mlp import MLP
+
+    torch.manual_seed(seed)
+    net = MLP("ReLU()", 2, [128], 4)
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    X, y = datamodule.X_train, datamodule.y_train
+    sampler = EpochPermutation(len(X), seed)
+    started = time.perf_counter()
+    for epoch in range(100):
+        sampler.set_epoch(epoch)
+        idx = sampler.indices()
+        for xb, yb in zip(X[idx].split(128), y[idx].split(128), strict=True):
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(net(xb), yb)
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - started
+
+
+def lightning_fit(overrides: list[str], out: Path) -> tuple[float, float]:
+    """trainer.fit of the configured objects; returns (seconds, final train loss)."""
+    import hydra
+    import pytorch_lightning as pl
+    from omegaconf import open_dict
+
+    from mlplab.tasks.runtime import build_callbacks, build_logger, build_trainer
+    from mlplab.tasks.train import build_model
+
+    cfg = compose(["experiment=tutorial", *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    pl.seed_everything(cfg.seed, verbose=False)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = build_model(cfg)
+    logger = build_logger(cfg.get("logger"))
+    trainer = build_trainer(cfg.trainer, logger, build_callbacks(cfg.get("callbacks")))
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    return time.perf_counter() - started, model.training_losses[-1]
+
+
+TUTORIAL_SCRIPT = textwrap.dedent(
+    """
+    import random, numpy as np, torch, torch.nn as nn, torch.optim as optim
+    from torch.utils.data import DataLoader, TensorDataset
+    from mlplab.data.spiral import make_spiral, shuffle_split
+    from mlplab.models.mlp import MLP
+    def set_seed(seed):
+        random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    def seed_worker(worker_id):
+        s = torch.initial_seed() % 2**32; np.random.seed(s); random.seed(s)
+    set_seed(2021)
+    X, y = make_spiral(4, 0.16, 1000)
+    X_train, y_train, X_test, y_test = shuffle_split(X, y, 0.2, 2021)
+    g = torch.Generator(); g.manual_seed(2021)
+    test_loader = DataLoader(TensorDataset(X_test, y_test), batch_size=128, shuffle=False,
+                             num_workers=2, worker_init_fn=seed_worker, generator=g)
+    train_loader = DataLoader(TensorDataset(X_train, y_train), batch_size=128, shuffle=True,
+                              num_workers=2, worker_init_fn=seed_worker, generator=g)
+    set_seed(2021)
+    net = MLP('ReLU()', 2, [128], 4)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.Adam(net.parameters(), lr=1e-3)
+    net.train()
+    for epoch in range(100):
+        for inputs, labels in train_loader:
+            optimizer.zero_grad()
+            loss = criterion(net(inputs.float()), labels.long())
+            loss.backward()
+            optimizer.step()
+    net.eval()
+    def test(loader):
+        correct = total = 0
+        for inputs, labels in loader:
+            _, predicted = torch.max(net(inputs.float()), 1)
+            total += labels.size(0); correct += (predicted == labels).sum().item()
+        return 100 * correct / total
+    print(f"Accuracy on the {len(X_train)} training samples: {test(train_loader):0.2f}")
+    print(f"Accuracy on the {len(X_test)} testing samples: {test(test_loader):0.2f}")
+    """
+)
+
+
+def time_process(cmd: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"{cmd} failed:\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-processes", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+
+    cfg = compose(["experiment=tutorial"])
+    import hydra
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup()
+    variants = {
+        "mlplab fit (default: TensorBoard, checkpoint/epoch, progress bar)": [],
+        "mlplab fit (no logger, no callbacks)": ["logger=none", "callbacks=none"],
+        "mlplab fit, classic loop (steps_per_block=1, no logger/callbacks)": [
+            "logger=none",
+            "callbacks=none",
+            "data.steps_per_block=1",
+        ],
+    }
+    times: dict[str, list[float]] = {"plain PyTorch loop": [], **{k: [] for k in variants}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            times["plain PyTorch loop"].append(plain_loop(datamodule, cfg.seed))
+            for name, overrides in variants.items():
+                seconds, _ = lightning_fit(overrides, Path(tmp) / f"{r}-{len(overrides)}")
+                times[name].append(seconds)
+    base = statistics.median(times["plain PyTorch loop"])
+    print("\n### Fit of experiment=tutorial (2500 steps), median of", args.repeats, "runs\n")
+    print("| loop | fit time (s) | vs plain loop |")
+    print("|---|---:|---:|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.2f} | {median / base:.2f}x |")
+
+    if args.skip_processes:
+        return
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "tutorial_loop.py"
+        script.write_text(TUTORIAL_SCRIPT)
+        tutorial = time_process([python, str(script)], Path(tmp))
+        train_cmd = [
+            str(Path(python).parent / "mlplab-train"),
+            "experiment=tutorial",
+            f"paths.log_dir={tmp}/outputs",
+        ]
+        ours = statistics.median(time_process(train_cmd, Path(tmp)) for _ in range(args.repeats))
+    print("\n### Whole process, experiment=tutorial\n")
+    print("| process | wall time (s) | speed-up |")
+    print("|---|---:|---:|")
+    print(f"| tutorial loop (DataLoader, 2 workers) | {tutorial:.1f} | 1.0x |")
+    print(f"| mlplab-train experiment=tutorial | {ours:.1f} | {tutorial / ours:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

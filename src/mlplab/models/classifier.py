@@ -1,0 +1,185 @@
+"""LightningModule that trains the tutorial's MLP on the spiral data with a pluggable loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+
+
+class DivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, X: Tensor, y: Tensor, loss: nn.Module) -> tuple[float, float]:
+    """Loss and accuracy (percent) of ``net`` on ``(X, y)`` in eval mode, as the tutorial tests."""
+    was_training = net.training
+    net.eval()
+    logits = net(X)
+    net.train(was_training)
+    acc = 100.0 * (logits.argmax(dim=1) == y).float().mean().item()
+    return float(loss(logits, y)), acc
+
+
+class SpiralClassifier(pl.LightningModule):
+    """Train ``net`` with ``loss`` and an optimizer built from ``optimizer(params)``.
+
+    A training batch is a *block*: a list of ``(x, y)`` minibatches, one optimizer step each
+    (manual optimization), see :class:`mlplab.data.datamodule.TensorBlocks`. Metrics are logged
+    under ``train/``, ``val/`` and ``test/``; accuracy is in percent, as the tutorial prints it.
+
+    Args:
+        net: The model, usually an :class:`mlplab.models.mlp.MLP`.
+        loss: Criterion ``loss(logits, labels) -> scalar``.
+        optimizer: Factory taking the parameters (a ``functools.partial`` from Hydra).
+        num_classes: Number of classes, for the accuracy metrics.
+        fast_steps: On a single device at 32-bit precision, step the raw optimizer and count the
+            steps in Lightning's progress tracker, skipping Lightning's per-step hook dispatch
+            (``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step``), which
+            costs more than a step of this MLP. Set False for callbacks that need those hooks.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int,
+        fast_steps: bool = True,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.fast_steps = fast_steps
+        self.net = net
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.num_classes = num_classes
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.training_losses: list[float] = []  # per optimizer step, as the tutorial records
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self) -> Optimizer:
+        return self.optimizer_factory(self.parameters())
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        if isinstance(batch, list):  # a training block: skip the generic collection walk
+            return [(x.to(device), y.to(device)) for x, y in batch]
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def _use_fast_steps(self) -> bool:
+        trainer = self.trainer
+        return (
+            self.fast_steps
+            and isinstance(trainer.strategy, SingleDeviceStrategy)
+            and trainer.precision == "32-true"
+        )
+
+    def training_step(self, block: list[tuple[Tensor, Tensor]], block_idx: int) -> None:
+        optimizer = self.optimizers()
+        fast = self._use_fast_steps()
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        first_step = self.global_step
+        losses = torch.empty(len(block))
+        correct = torch.empty(len(block))
+        predictions = []
+        for j, (x, y) in enumerate(block):
+            logits = self.net(x)
+            loss = self.loss_fn(logits, y)
+            if fast:  # no grad scaling or gradient sync to do: the plain step is the whole step
+                optimizer.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.optimizer.step()
+                progress.increment_ready()
+                progress.increment_completed()
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                self.manual_backward(loss)
+                optimizer.step()
+            losses[j] = loss.detach()
+            preds = logits.detach().argmax(dim=1)
+            correct[j] = (preds == y).sum()
+            predictions.append(preds)
+        # One metric update per block: torchmetrics' per-call checks cost more than a step here.
+        self.train_acc.update(torch.cat(predictions), torch.cat([y for _, y in block]))
+        self._check_finite(losses, first_step)
+        sizes = torch.tensor([len(y) for _, y in block], dtype=torch.float32)
+        n = int(sizes.sum())
+        self.log(
+            "train/loss", (losses * sizes).sum() / n, on_step=False, on_epoch=True, batch_size=n
+        )
+        values = losses.tolist()
+        self.training_losses.extend(values)
+        self._log_steps(first_step, values, (100.0 * correct / sizes).tolist())
+
+    def _check_finite(self, losses: Tensor, first_step: int) -> None:
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step = first_step + int(bad[0])
+            lr = self.optimizers().param_groups[0].get("lr")
+            raise DivergedError(
+                f"train/loss became {losses[bad[0]].item()} at step {step} "
+                f"(epoch {self.current_epoch}): training diverged; lower optimizer.lr (now {lr})"
+            )
+
+    def _log_steps(self, first_step: int, losses: list[float], accs: list[float]) -> None:
+        """Per-step scalars, every ``trainer.log_every_n_steps`` optimizer steps."""
+        if self.logger is None:
+            return
+        every = max(int(self.trainer.log_every_n_steps), 1)
+        for j, (loss, acc) in enumerate(zip(losses, accs, strict=True)):
+            step = first_step + j + 1
+            if step % every == 0:
+                self.logger.log_metrics({"train/loss_step": loss, "train/acc_step": acc}, step=step)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/acc", 100.0 * self.train_acc.compute())
+        self.train_acc.reset()
+
+    def _eval_step(
+        self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy
+    ) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.log(f"{stage}/loss", self.loss_fn(logits, y), batch_size=len(y), sync_dist=True)
+        metric.update(logits.argmax(dim=1), y)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/acc", 100.0 * self.val_acc.compute())
+        self.val_acc.reset()
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/acc", 100.0 * self.test_acc.compute())
+        self.test_acc.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain values only, so the checkpoint loads with torch.load(weights_only=True).
+        net_config = self.net.config() if hasattr(self.net, "config") else None
+        checkpoint["mlplab"] = {
+            "net": net_config,
+            "num_classes": self.num_classes,
+            "training_losses": list(self.training_losses),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.training_losses = list(checkpoint.get("mlplab", {}).get("training_losses", []))

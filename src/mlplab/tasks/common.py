@@ -1,0 +1,391 @@
+"""What every Hydra task shares: config checks, run records (metrics.json) and failure handling.
+
+This is the only place that knows how a run ends: a task body returns its metrics or raises;
+:func:`run_task` writes ``metrics.json`` atomically either way, prints failures as one line, and
+exits non-zero (in a multirun the job is recorded as failed and the sweep goes on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+log = logging.getLogger("mlplab")
+
+ROOT_DIR = Path(__file__).resolve().parents[3]
+CONF_DIR = ROOT_DIR / "conf"
+# Unique per process: two runs started in the same second never share an output folder.
+RUN_UID = f"{os.getpid():x}{secrets.token_hex(2)}"
+
+# Resolvers used by conf/paths and conf/hydra. Cached so a config resolves them once.
+if not OmegaConf.has_resolver("mlplab_root"):
+    OmegaConf.register_new_resolver("mlplab_root", lambda: str(ROOT_DIR), use_cache=True)
+if not OmegaConf.has_resolver("mlplab_uid"):
+    OmegaConf.register_new_resolver("mlplab_uid", lambda: RUN_UID, use_cache=True)
+
+
+class ConfigError(ValueError):
+    """A config value is wrong: the message names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={_show(value)} is invalid: {allowed}")
+
+
+class TaskError(RuntimeError):
+    """A run cannot go on for a reason outside the config (bad file, diverged loss)."""
+
+
+def _show(value: object) -> str:
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value)
+    return repr(value)
+
+
+_MISSING = object()
+
+
+def get(cfg: DictConfig, key: str) -> Any:
+    """``cfg``'s value at dotted ``key``; a missing or unresolvable key is a ConfigError."""
+    try:
+        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=True)
+    except Exception as err:  # interpolation errors, missing mandatory values
+        raise ConfigError(key, "???", f"cannot be resolved ({err})".replace("\n", " ")) from err
+    if value is _MISSING:
+        raise ConfigError(key, None, "the key is missing from the config")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_int(
+    cfg: DictConfig,
+    key: str,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    optional: bool = False,
+) -> int | None:
+    """Require an integer within [minimum, maximum] (or None when ``optional``)."""
+    value = get(cfg, key)
+    if value is None and optional:
+        return None
+    bounds = " and ".join(
+        part
+        for part in (
+            f">= {minimum}" if minimum is not None else "",
+            f"<= {maximum}" if maximum is not None else "",
+        )
+        if part
+    )
+    allowed = f"must be an integer{' ' + bounds if bounds else ''}{' or null' if optional else ''}"
+    if not _is_int(value):
+        raise ConfigError(key, value, allowed)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ConfigError(key, value, allowed)
+    return value
+
+
+def check_float(
+    cfg: DictConfig,
+    key: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+) -> float | None:
+    """Require a finite number in the interval given by low/high (open or closed ends)."""
+    value = get(cfg, key)
+    if value is None and optional:
+        return None
+    lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
+    hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+    if low is not None and high is not None:
+        allowed = f"must be a number in {lo}, {hi}"
+    elif low is not None:
+        allowed = f"must be a number {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        allowed = f"must be a number {'<' if high_open else '<='} {high}"
+    else:
+        allowed = "must be a finite number"
+    if not _is_number(value) or not math.isfinite(value):
+        raise ConfigError(key, value, allowed)
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ConfigError(key, value, allowed)
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ConfigError(key, value, allowed)
+    return float(value)
+
+
+def check_choice(cfg: DictConfig, key: str, choices: Iterable[str]) -> str:
+    """Require one of ``choices``."""
+    value = get(cfg, key)
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(key, value, f"must be one of {', '.join(map(str, choices))}")
+    return value
+
+
+def check_bool(cfg: DictConfig, key: str) -> bool:
+    """Require true or false."""
+    value = get(cfg, key)
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "must be true or false")
+    return value
+
+
+def check_int_list(
+    cfg: DictConfig, key: str, minimum: int = 1, optional: bool = False
+) -> list | None:
+    """Require a non-empty list of integers >= minimum (or None when ``optional``)."""
+    value = get(cfg, key)
+    if value is None and optional:
+        return None
+    allowed = f"must be a list of integers >= {minimum}{' or null' if optional else ''}"
+    if not isinstance(value, ListConfig | list | tuple):
+        raise ConfigError(key, value, allowed)
+    items = list(value)
+    if not all(_is_int(v) and v >= minimum for v in items):
+        raise ConfigError(key, value, allowed)
+    return items
+
+
+def check_with(cfg: DictConfig, key: str, parse: Callable[[Any], Any]) -> Any:
+    """Run ``parse`` on the value; its ValueError becomes a ConfigError naming ``key``."""
+    value = get(cfg, key)
+    try:
+        return parse(value)
+    except ValueError as err:
+        raise ConfigError(key, value, str(err)) from err
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
+    """Write JSON to a temporary file beside ``path``, then rename: no reader sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False, default=_json_default)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(value: object) -> object:
+    if hasattr(value, "item"):  # numpy and torch scalars
+        return value.item()
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def _finite_or_none(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: non-finite metrics are written as null."""
+    clean: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if _is_number(value) and not math.isfinite(value):
+            clean[key] = None
+        else:
+            clean[key] = value
+    return clean
+
+
+def one_line(err: BaseException) -> str:
+    """The error as a single line: its message, or its type when it has none."""
+    text = " ".join(str(err).split())
+    if isinstance(err, ConfigError | TaskError):
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _hydra_runtime() -> tuple[Path, list[str], bool]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return Path(hc.runtime.output_dir), list(hc.overrides.task), hc.mode == RunMode.MULTIRUN
+
+
+def run_task(
+    cfg: DictConfig,
+    body: Callable[[DictConfig, Path], dict[str, Any]],
+    output_dir: Path | None = None,
+    overrides: Sequence[str] | None = None,
+    multirun: bool | None = None,
+) -> float | None:
+    """Run a task body, write ``metrics.json``, and turn failures into one line and an exit code.
+
+    Args:
+        cfg: The composed config (``task_name`` and ``optimized_metric`` are read from it).
+        body: ``body(cfg, output_dir) -> metrics``; raises on failure.
+        output_dir, overrides, multirun: Taken from Hydra's runtime when not given.
+
+    Returns:
+        The value of ``cfg.optimized_metric`` for Hydra sweepers (NaN for a failed multirun job).
+    """
+    if output_dir is None or overrides is None or multirun is None:
+        hydra_out, hydra_overrides, hydra_multirun = _hydra_runtime()
+        output_dir = hydra_out if output_dir is None else output_dir
+        overrides = hydra_overrides if overrides is None else overrides
+        multirun = hydra_multirun if multirun is None else multirun
+    task_name = str(cfg.get("task_name", "task"))
+    started = time.time()
+    record: dict[str, Any] = {
+        "task": task_name,
+        "status": "running",
+        "error": None,
+        "overrides": list(overrides),
+        "output_dir": str(output_dir),
+        "metrics": {},
+    }
+    metrics: dict[str, Any] = {}
+    error: BaseException | None = None
+    try:
+        metrics = body(cfg, Path(output_dir))
+        record["status"] = "ok"
+    except (Exception, KeyboardInterrupt) as err:
+        error = err
+        record["status"] = "failed"
+        record["error"] = one_line(err)
+        record["error_type"] = type(err).__name__
+        if not isinstance(err, ConfigError | TaskError):
+            # The console gets one line; the whole story goes beside metrics.json.
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "traceback.txt").write_text(
+                "".join(traceback.format_exception(err))
+            )
+    record["metrics"] = _finite_or_none(metrics)
+    record["wall_time_s"] = round(time.time() - started, 3)
+    write_json_atomic(Path(output_dir) / "metrics.json", record)
+    if error is not None:
+        print(f"mlplab-{task_name}: error: {record['error']}", file=sys.stderr, flush=True)
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        if not multirun:
+            raise SystemExit(2 if isinstance(error, ConfigError) else 1)
+        return float("nan")
+    key = cfg.get("optimized_metric")
+    value = metrics.get(key) if key else None
+    return float(value) if _is_number(value) else None
+
+
+def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
+    """Config groups under ``conf_dir`` (outside ``hydra/``) and their options."""
+    groups: dict[str, list[str]] = {}
+    for folder in sorted(p for p in conf_dir.rglob("*") if p.is_dir()):
+        name = folder.relative_to(conf_dir).as_posix()
+        if name == "hydra" or name.startswith("hydra/"):
+            continue  # Hydra and its plugins add options here that are not files of ours
+        groups[name] = sorted(p.stem for p in folder.glob("*.yaml"))
+    return groups
+
+
+def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
+    """Refuse ``group=option`` command-line overrides naming an option that does not exist.
+
+    Hydra would fail too, but with a multi-line report; this gives the one line our users expect.
+    Sweep values (``a,b``) are checked one by one; sweep functions (``choice(...)``) are left alone.
+    """
+    groups = config_groups(conf_dir)
+    for arg in argv:
+        if "=" not in arg or arg.startswith("-"):
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key.startswith("override "):
+            key = key.removeprefix("override ").strip()
+        if key not in groups or "(" in value:
+            continue
+        for option in value.split(","):
+            option = option.strip()
+            if option in ("null", "") or option in groups[key]:
+                continue
+            raise ConfigError(key, option, f"must be one of {', '.join(groups[key])} (conf/{key}/)")
+
+
+# Hydra's override grammar reads Name(...) as a call of one of its own functions; anything else
+# written that way is an activation spec meant as a string.
+_HYDRA_FUNCTIONS = {
+    "choice", "range", "interval", "glob", "sort", "shuffle", "tag", "str", "int", "float",
+    "bool", "json_str", "extend_list",
+}  # fmt: skip
+
+
+def _split_top_level(value: str) -> list[str]:
+    """Split on commas outside parentheses and quotes."""
+    parts, depth, quote, current = [], 0, "", []
+    for char in value:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def quote_call_values(argv: Sequence[str]) -> list[str]:
+    """Quote ``Name(args)`` values so Hydra passes activation specs through as strings.
+
+    ``model.activation=LeakyReLU(0.1)`` becomes ``model.activation='LeakyReLU(0.1)'`` and
+    ``model.activation=ReLU,LeakyReLU(0.1)`` a sweep over two strings; Hydra's own sweep
+    functions (``choice(...)``, ``range(...)``) and quoted values are left as they are.
+    """
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or arg.startswith("-") or "(" not in value:
+            quoted.append(arg)
+            continue
+        parts = []
+        for part in _split_top_level(value):
+            name = part.split("(", 1)[0].strip()
+            is_call = "(" in part and name.isidentifier() and name not in _HYDRA_FUNCTIONS
+            parts.append(f"'{part}'" if is_call and part[:1] not in "'\"" else part)
+        quoted.append(f"{key}={','.join(parts)}")
+    return quoted
+
+
+def console_main(hydra_main: Callable[[], Any], task_name: str) -> None:
+    """Console-script entry: quote activation specs, check group choices, then run Hydra."""
+    sys.argv[1:] = quote_call_values(sys.argv[1:])
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as err:
+        print(f"mlplab-{task_name}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    hydra_main()
