@@ -149,6 +149,14 @@ class SpiralDataModule(pl.LightningDataModule):
             raise ValueError(f"val_fraction={val_fraction!r} is invalid: it must be in [0, 1)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is invalid: it must be an integer >= 1")
+        for name, value in (
+            ("steps_per_block", steps_per_block),
+            ("eval_batch_size", eval_batch_size),
+        ):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{name}={value!r} is invalid: it must be None or an integer >= 1")
         self.save_hyperparameters()
         self.X_train = self.y_train = self.X_val = self.y_val = self.X_test = self.y_test = None
 

@@ -35,7 +35,8 @@ def make_spiral(
     """
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("points_per_class", points_per_class)
-    if not math.isfinite(sigma) or sigma < 0:
+    is_number = isinstance(sigma, int | float) and not isinstance(sigma, bool)
+    if not is_number or not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma={sigma!r} is invalid: sigma must be a finite number >= 0")
     K, N = num_classes, points_per_class
     t = torch.linspace(0, 1, N)

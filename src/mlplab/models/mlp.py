@@ -41,10 +41,18 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+# Real specs are a few dozen characters; the cap keeps Python's parser away from inputs deep
+# enough to raise RecursionError or MemoryError instead of SyntaxError.
+MAX_SPEC_LENGTH = 200
+
+
 def _spec_error(spec: object, why: str) -> ValueError:
     allowed = ", ".join(sorted(ACTIVATIONS))
+    shown = repr(spec)
+    if len(shown) > 80:  # keep the error one readable line
+        shown = f"{shown[:60]}... ({len(shown)} characters)"
     return ValueError(
-        f"activation spec {spec!r} is invalid ({why}); expected Name or Name(literal args) "
+        f"activation spec {shown} is invalid ({why}); expected Name or Name(literal args) "
         f"with Name one of: {allowed}"
     )
 
@@ -75,9 +83,11 @@ def parse_activation(spec: str) -> nn.Module:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise _spec_error(spec, "it must be a non-empty string")
+    if len(spec) > MAX_SPEC_LENGTH:
+        raise _spec_error(spec, f"it is longer than {MAX_SPEC_LENGTH} characters")
     try:
         node = ast.parse(spec.strip(), mode="eval").body
-    except SyntaxError as err:
+    except (SyntaxError, RecursionError, MemoryError) as err:
         raise _spec_error(spec, "it does not parse") from err
     if isinstance(node, ast.Name):
         name, args, kwargs = node.id, [], {}
@@ -95,7 +105,8 @@ def parse_activation(spec: str) -> nn.Module:
         raise _spec_error(spec, f"unknown activation {name!r}")
     try:
         return ACTIVATIONS[name](*args, **kwargs)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, AssertionError, RuntimeError) as err:
+        # torch checks some arguments with assert (Hardtanh(2, -2)), others with raise.
         raise _spec_error(spec, f"bad arguments for {name}: {err}") from err
 
 

@@ -1,0 +1,275 @@
+"""Tests for the spiral LightningDataModule and its training blocks (mlplab.data.datamodule)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from lightning_fabric.utilities.data import _set_sampler_epoch
+
+from mlplab.data.datamodule import EpochPermutation, SpiralDataModule
+
+SEED = 2021
+
+
+def set_seed(seed=None, seed_torch=True):
+    """The tutorial's ``set_seed`` (without its print)."""
+    if seed is None:
+        seed = np.random.choice(2**32)
+    random.seed(seed)
+    np.random.seed(seed)
+    if seed_torch:
+        torch.manual_seed(seed)
+        torch.cuda.manual_seed_all(seed)
+        torch.cuda.manual_seed(seed)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def create_spiral_dataset(K, sigma, N):
+    """The tutorial's ``create_spiral_dataset``, verbatim: the oracle."""
+    t = torch.linspace(0, 1, N)
+    X = torch.zeros(K * N, 2)
+    y = torch.zeros(K * N)
+    for k in range(K):
+        X[k * N : (k + 1) * N, 0] = t * (
+            torch.sin(2 * np.pi / K * (2 * t + k)) + sigma * torch.randn(N)
+        )
+        X[k * N : (k + 1) * N, 1] = t * (
+            torch.cos(2 * np.pi / K * (2 * t + k)) + sigma * torch.randn(N)
+        )
+        y[k * N : (k + 1) * N] = k
+    return X, y
+
+
+def shuffle_and_split_data(X, y, seed):
+    """The tutorial's ``shuffle_and_split_data`` solution: note its (test, train) return order."""
+    torch.manual_seed(seed)
+    N = X.shape[0]
+    shuffled_indices = torch.randperm(N)
+    X = X[shuffled_indices]
+    y = y[shuffled_indices]
+    test_size = int(0.2 * N)
+    X_test = X[:test_size]
+    y_test = y[:test_size]
+    X_train = X[test_size:]
+    y_train = y[test_size:]
+    return X_test, y_test, X_train, y_train
+
+
+@pytest.fixture(scope="module")
+def tutorial_split():
+    """``X_train, y_train, X_test, y_test`` exactly as the tutorial builds them for seed 2021."""
+    set_seed(seed=SEED)
+    X, y = create_spiral_dataset(4, 0.16, 1000)
+    X_test, y_test, X_train, y_train = shuffle_and_split_data(X, y, seed=SEED)
+    return X_train, y_train.long(), X_test, y_test.long()
+
+
+def make_dm(**kwargs) -> SpiralDataModule:
+    dm = SpiralDataModule(**kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def epoch_blocks(dm: SpiralDataModule, epoch: int | None = None):
+    """The training blocks of one epoch, after Lightning's own ``set_epoch`` hook if given."""
+    loader = dm.train_dataloader()
+    if epoch is not None:
+        _set_sampler_epoch(loader, epoch)
+    return list(loader)
+
+
+def epoch_order(dm: SpiralDataModule, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (x, y) of one epoch in training order."""
+    batches = [batch for block in epoch_blocks(dm, epoch) for batch in block]
+    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
+def test_setup_gives_the_tutorial_tensors(tutorial_split):
+    X_train, y_train, X_test, y_test = tutorial_split
+    dm = make_dm()
+    assert torch.equal(dm.X_train, X_train) and torch.equal(dm.y_train, y_train)
+    assert torch.equal(dm.X_test, X_test) and torch.equal(dm.y_test, y_test)
+    assert dm.y_train.dtype == torch.int64
+    assert len(dm.X_val) == 0 and not dm.has_validation
+    assert dm.val_dataloader() == []
+    # setup() again keeps the same tensors (Lightning calls it once per stage).
+    X_before = dm.X_train
+    dm.setup("test")
+    assert dm.X_train is X_before
+
+
+def test_setup_leaves_the_global_rng_untouched():
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    make_dm(points_per_class=50)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_val_fraction_carves_the_first_part_of_training(tutorial_split):
+    X_train, y_train, X_test, _ = tutorial_split
+    dm = make_dm(val_fraction=0.1)
+    n_val = int(0.1 * len(X_train))
+    assert n_val == 320 and dm.has_validation
+    assert torch.equal(dm.X_val, X_train[:n_val]) and torch.equal(dm.y_val, y_train[:n_val])
+    assert torch.equal(dm.X_train, X_train[n_val:]) and torch.equal(dm.y_train, y_train[n_val:])
+    assert torch.equal(dm.X_test, X_test)
+    val_batches = list(dm.val_dataloader())
+    assert len(val_batches) == 1
+    assert torch.equal(val_batches[0][0], dm.X_val) and torch.equal(val_batches[0][1], dm.y_val)
+
+
+def test_default_epoch_is_one_block_of_25_minibatches_of_128():
+    dm = make_dm()
+    loader = dm.train_dataloader()
+    assert len(loader) == 1 and loader.steps_per_epoch() == 25
+    blocks = epoch_blocks(dm)
+    assert len(blocks) == 1 and len(blocks[0]) == 25
+    for x, y in blocks[0]:
+        assert x.shape == (128, 2) and y.shape == (128,) and y.dtype == torch.int64
+
+
+def test_steps_per_block_one_gives_25_blocks_of_one():
+    dm = make_dm(steps_per_block=1)
+    loader = dm.train_dataloader()
+    assert len(loader) == 25
+    blocks = epoch_blocks(dm)
+    assert len(blocks) == 25 and all(len(block) == 1 for block in blocks)
+    # Same minibatches as the one-block epoch, just grouped differently.
+    one_block = epoch_blocks(make_dm(), 0)[0]
+    for (block,), (x, y) in zip(blocks, one_block, strict=True):
+        assert torch.equal(block[0], x) and torch.equal(block[1], y)
+
+
+def test_uneven_blocks_and_last_minibatch():
+    dm = make_dm(points_per_class=100, batch_size=30, steps_per_block=4)
+    # 320 training samples: 10 full minibatches of 30 and one of 20, in blocks of 4, 4 and 3.
+    loader = dm.train_dataloader()
+    assert loader.steps_per_epoch() == 11 and len(loader) == 3
+    blocks = epoch_blocks(dm)
+    assert [len(block) for block in blocks] == [4, 4, 3]
+    assert [len(x) for block in blocks for x, _ in block] == [30] * 10 + [20]
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 7])
+def test_every_epoch_is_a_permutation_of_the_training_set(epoch):
+    dm = make_dm()
+    xs, ys = epoch_order(dm, epoch)
+    assert len(xs) == len(dm.X_train)
+    # Recover each row's index: the order is a permutation, so every sample appears once.
+    idx = dm.train_dataloader().sampler
+    idx.set_epoch(epoch)
+    order = idx.indices()
+    assert torch.equal(torch.sort(order).values, torch.arange(len(dm.X_train)))
+    assert torch.equal(xs, dm.X_train[order]) and torch.equal(ys, dm.y_train[order])
+    assert torch.equal(torch.bincount(ys, minlength=4), torch.bincount(dm.y_train, minlength=4))
+    assert not torch.equal(order, torch.arange(len(order)))  # actually shuffled
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    dm_a, dm_b = make_dm(), make_dm()
+    x_a0, _ = epoch_order(dm_a, 0)
+    x_a3, _ = epoch_order(dm_a, 3)
+    assert torch.equal(x_a0, epoch_order(dm_b, 0)[0])
+    assert torch.equal(x_a3, epoch_order(dm_b, 3)[0])
+    assert not torch.equal(x_a0, x_a3)
+    # The global RNG plays no part.
+    torch.manual_seed(999)
+    assert torch.equal(x_a3, epoch_order(dm_b, 3)[0])
+    # Different seed, different order (compare indices: the data differ too).
+    orders = {}
+    for seed in (SEED, SEED + 1):
+        sampler = EpochPermutation(3200, seed)
+        sampler.set_epoch(3)
+        orders[seed] = sampler.indices()
+    assert not torch.equal(orders[SEED], orders[SEED + 1])
+
+
+def test_set_epoch_after_resume_reproduces_the_order():
+    # An uninterrupted run: epochs 0, 1, 2 on one loader, set_epoch called by Lightning's hook.
+    dm = make_dm(steps_per_block=5)
+    loader = dm.train_dataloader()
+    uninterrupted = []
+    for epoch in range(3):
+        _set_sampler_epoch(loader, epoch)
+        uninterrupted.append(list(loader))
+    # A resumed run: a fresh datamodule and loader that starts at epoch 2.
+    resumed = epoch_blocks(make_dm(steps_per_block=5), 2)
+    assert len(resumed) == len(uninterrupted[2]) == 5
+    for block_a, block_b in zip(resumed, uninterrupted[2], strict=True):
+        for (xa, ya), (xb, yb) in zip(block_a, block_b, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # Iterating twice without set_epoch repeats the same epoch (no hidden RNG state).
+    again = list(loader)
+    assert all(torch.equal(a[0][0], b[0][0]) for a, b in zip(again, uninterrupted[2], strict=True))
+
+
+@pytest.mark.parametrize("num_samples", [3200, 3199, 7])
+def test_sharding_for_two_ranks(num_samples):
+    shards = []
+    for rank in range(2):
+        sampler = EpochPermutation(num_samples, SEED, rank=rank, world_size=2)
+        sampler.set_epoch(4)
+        shards.append(sampler.indices())
+    assert len(shards[0]) == len(shards[1]) == -(-num_samples // 2) == len(sampler)
+    # Together they cover the set; padding repeats samples only to even out an odd count.
+    joined = torch.cat(shards)
+    assert set(joined.tolist()) == set(range(num_samples))
+    assert len(joined) - len(set(joined.tolist())) == len(joined) - num_samples
+    if num_samples % 2 == 0:
+        assert not set(shards[0].tolist()) & set(shards[1].tolist())
+    # Rank r takes every other index of the single-process permutation.
+    full = EpochPermutation(num_samples, SEED)
+    full.set_epoch(4)
+    order = full.indices()
+    assert torch.equal(shards[0][: len(order[0::2])], order[0::2])
+    assert torch.equal(shards[1][: len(order[1::2])], order[1::2])
+
+
+def test_unshuffled_permutation_is_identity():
+    sampler = EpochPermutation(10, SEED, shuffle=False)
+    sampler.set_epoch(3)
+    assert torch.equal(sampler.indices(), torch.arange(10))
+
+
+@pytest.mark.parametrize("eval_batch_size", [None, 128, 1000, 799])
+def test_eval_batches_cover_the_test_set_in_order(eval_batch_size):
+    dm = make_dm(eval_batch_size=eval_batch_size)
+    batches = list(dm.test_dataloader())
+    assert len(batches) == len(dm.test_dataloader())
+    size = eval_batch_size or 800  # None evaluates the whole test set in one batch
+    expected_sizes = [size] * (800 // size) + ([800 % size] if 800 % size else [])
+    assert [len(x) for x, _ in batches] == [len(y) for _, y in batches] == expected_sizes
+    assert torch.equal(torch.cat([x for x, _ in batches]), dm.X_test)
+    assert torch.equal(torch.cat([y for _, y in batches]), dm.y_test)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -5}, "batch_size"),
+        ({"batch_size": 12.5}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"val_fraction": -0.1}, "val_fraction"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"val_fraction": float("nan")}, "val_fraction"),
+        ({"steps_per_block": 0}, "steps_per_block"),
+        ({"steps_per_block": 2.0}, "steps_per_block"),
+        ({"eval_batch_size": 0}, "eval_batch_size"),
+        ({"eval_batch_size": -1}, "eval_batch_size"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=rf"^{name}=") as info:
+        SpiralDataModule(**kwargs)
+    assert repr(next(iter(kwargs.values()))) in str(info.value)
+
+
+def test_val_fraction_leaving_an_empty_split_fails_in_setup():
+    dm = SpiralDataModule(points_per_class=5, val_fraction=0.01)  # int(0.01 * 16) == 0
+    with pytest.raises(ValueError, match=r"val_fraction=0\.01 leaves an empty split"):
+        dm.setup("fit")
