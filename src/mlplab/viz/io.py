@@ -32,6 +32,7 @@ def figure_to_png(fig: Figure, path: str | os.PathLike[str], dpi: float = 100) -
     try:
         with os.fdopen(fd, "wb") as tmp:
             fig.savefig(tmp, format="png", dpi=dpi)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes the file private; results are for sharing
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
