@@ -1,4 +1,4 @@
-"""mlplab: the NMA multi-layer perceptron tutorial as a research library and Lightning + Hydra template.
+"""mlplab: the NMA MLP tutorial as a research library and a Lightning + Hydra template.
 
 The science layer (``mlplab.data``, ``mlplab.models``, ``mlplab.approx``, ``mlplab.neuron``,
 ``mlplab.viz``) is plain PyTorch and never imports Hydra; ``mlplab.tasks`` wires it to configs.

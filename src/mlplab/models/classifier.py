@@ -120,11 +120,20 @@ class SpiralClassifier(pl.LightningModule):
         sizes = torch.tensor([len(y) for _, y in block], dtype=torch.float32)
         n = int(sizes.sum())
         self.log(
-            "train/loss", (losses * sizes).sum() / n, on_step=False, on_epoch=True, batch_size=n
+            "train/loss",
+            (losses * sizes).sum() / n,
+            on_step=False,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=True,  # under DDP, the mean over ranks; a no-op on one device
         )
         values = losses.tolist()
         self.training_losses.extend(values)
         self._log_steps(first_step, values, (100.0 * correct / sizes).tolist())
+        # Lightning logs epoch-level scalars at its count of stepped batches, +1 per block; count
+        # optimizer steps instead, so train/loss and train/loss_step share TensorBoard's x-axis
+        # whatever steps_per_block is. The count is saved in checkpoints, so resumes keep it.
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(block) - 1
 
     def _check_finite(self, losses: Tensor, first_step: int) -> None:
         bad = (~torch.isfinite(losses)).nonzero()
@@ -142,12 +151,14 @@ class SpiralClassifier(pl.LightningModule):
             return
         every = max(int(self.trainer.log_every_n_steps), 1)
         for j, (loss, acc) in enumerate(zip(losses, accs, strict=True)):
-            step = first_step + j + 1
-            if step % every == 0:
-                self.logger.log_metrics({"train/loss_step": loss, "train/acc_step": acc}, step=step)
+            # After every n-th step, at its 0-based index, as Lightning logs its own step scalars:
+            # the last step of an epoch then shares its x with the epoch's train/loss.
+            if (first_step + j + 1) % every == 0:
+                scalars = {"train/loss_step": loss, "train/acc_step": acc}
+                self.logger.log_metrics(scalars, step=first_step + j)
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/acc", 100.0 * self.train_acc.compute())
+        self.log("train/acc", 100.0 * self.train_acc.compute(), sync_dist=True)
         self.train_acc.reset()
 
     def _eval_step(
@@ -162,22 +173,25 @@ class SpiralClassifier(pl.LightningModule):
         self._eval_step(batch, "val", self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/acc", 100.0 * self.val_acc.compute())
+        self.log("val/acc", 100.0 * self.val_acc.compute(), sync_dist=True)
         self.val_acc.reset()
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_acc)
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/acc", 100.0 * self.test_acc.compute())
+        self.log("test/acc", 100.0 * self.test_acc.compute(), sync_dist=True)
         self.test_acc.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain values only, so the checkpoint loads with torch.load(weights_only=True).
         net_config = self.net.config() if hasattr(self.net, "config") else None
+        loss = type(self.loss_fn)
         checkpoint["mlplab"] = {
             "net": net_config,
             "num_classes": self.num_classes,
+            # Its class path, so mlplab-eval can measure test/loss with the training loss.
+            "loss": f"{loss.__module__}.{loss.__qualname__}",
             "training_losses": list(self.training_losses),
         }
 

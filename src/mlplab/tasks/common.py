@@ -283,6 +283,9 @@ def run_task(
             )
     record["metrics"] = _finite_or_none(metrics)
     record["wall_time_s"] = round(time.time() - started, 3)
+    # Under DDP the other ranks re-run this command into the same folder: rank 0 alone reports.
+    if os.environ.get("LOCAL_RANK", "0") != "0" and error is None:
+        return None
     write_json_atomic(Path(output_dir) / "metrics.json", record)
     if error is not None:
         print(f"mlplab-{task_name}: error: {record['error']}", file=sys.stderr, flush=True)

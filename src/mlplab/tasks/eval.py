@@ -1,44 +1,78 @@
-"""mlplab-eval: re-evaluate a training checkpoint on its test split and redraw the decision map."""
+"""mlplab-eval: re-evaluate a training checkpoint on its test split and redraw the decision map.
+
+The checkpoint is loaded with ``weights_only=True``: it is trusted for tensors and plain values
+only. The network, the data and the loss are rebuilt from its plain ``mlplab`` record, never from
+pickled objects, and the loss is looked up in a fixed table. As in mlplab-train, Lightning is
+imported only once the config checks pass.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from mlplab.data.datamodule import SpiralDataModule
-from mlplab.models.classifier import SpiralClassifier
-from mlplab.models.mlp import MLP
 from mlplab.tasks import common
 from mlplab.tasks.common import CONF_DIR, ConfigError, TaskError
-from mlplab.tasks.runtime import (
-    build_logger,
-    build_trainer,
-    check_state_dict,
-    load_checkpoint,
-    log_figures,
-    save_decision_map,
-    tensorboard_of,
-)
+
+if TYPE_CHECKING:
+    import torch
+
+    from mlplab.data.datamodule import SpiralDataModule
+    from mlplab.models.classifier import SpiralClassifier
+
+log = logging.getLogger("mlplab")
 
 
 def validate_eval_config(cfg: DictConfig) -> Path:
     """Check the eval config; returns the checkpoint path."""
+    wanted = "the path of a .ckpt file from mlplab-train, e.g. <run>/checkpoints/last.ckpt"
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ConfigError("ckpt_path", "???", f"is required: {wanted}")
     ckpt = common.get(cfg, "ckpt_path")
-    if not isinstance(ckpt, str) or not ckpt:
-        raise ConfigError("ckpt_path", ckpt, "must be the path of a .ckpt file from mlplab-train")
+    if not isinstance(ckpt, str) or not ckpt.strip():
+        raise ConfigError("ckpt_path", ckpt, f"must be {wanted}")
     common.check_bool(cfg, "figures")
     common.check_int(cfg, "grid_size", minimum=2, maximum=4000)
-    return Path(ckpt)
+    from mlplab.tasks import runtime
+
+    runtime.validate_trainer_config(cfg)
+    if cfg.get("loss") is not None:
+        runtime.check_arguments(cfg, "loss")
+    return Path(ckpt).expanduser()
+
+
+def training_loss(checkpoint: dict[str, Any]) -> torch.nn.Module:
+    """The loss the checkpoint was trained with, from a fixed table (else the tutorial's own)."""
+    from torch import nn
+
+    from mlplab.models.losses import CrossEntropy
+
+    losses: dict[str, type[nn.Module]] = {
+        "mlplab.models.losses.CrossEntropy": CrossEntropy,
+        "torch.nn.modules.loss.CrossEntropyLoss": nn.CrossEntropyLoss,
+    }
+    name = (checkpoint.get("mlplab") or {}).get("loss")
+    if name not in losses:
+        log.info("checkpoint names no known loss (%r): test/loss uses CrossEntropy", name)
+        return CrossEntropy()
+    return losses[name]()
 
 
 def classifier_from_checkpoint(
     path: Path, checkpoint: dict[str, Any], loss: torch.nn.Module
 ) -> tuple[SpiralClassifier, SpiralDataModule]:
     """Rebuild the trained classifier and its datamodule from a checkpoint's plain records."""
+    import torch
+
+    from mlplab.data.datamodule import SpiralDataModule
+    from mlplab.models.classifier import SpiralClassifier
+    from mlplab.models.mlp import MLP
+    from mlplab.tasks.runtime import check_state_dict
+
     record = checkpoint.get("mlplab")
     data_hparams = checkpoint.get("datamodule_hyper_parameters")
     if not isinstance(record, dict) or not isinstance(record.get("net"), dict) or not data_hparams:
@@ -46,7 +80,7 @@ def classifier_from_checkpoint(
     try:
         net = MLP(**record["net"])
         datamodule = SpiralDataModule(**dict(data_hparams))
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, KeyError) as err:
         raise TaskError(f"checkpoint {path}: its mlplab record is invalid ({err})") from err
     model = SpiralClassifier(
         net, loss, torch.optim.Adam, num_classes=datamodule.hparams.num_classes
@@ -68,25 +102,32 @@ def evaluate_checkpoint(
 
 def _eval_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     path = validate_eval_config(cfg)
-    checkpoint = load_checkpoint(path)
-    model, datamodule = classifier_from_checkpoint(
-        path, checkpoint, hydra.utils.instantiate(cfg.loss)
+    from mlplab.tasks import runtime
+
+    runtime.quiet_expected_warnings()
+    checkpoint = runtime.load_checkpoint(path)
+    loss = (
+        training_loss(checkpoint) if cfg.get("loss") is None else hydra.utils.instantiate(cfg.loss)
     )
-    logger = build_logger(cfg.get("logger"))
-    trainer = build_trainer(cfg.trainer, logger, [])
+    model, datamodule = classifier_from_checkpoint(path, checkpoint, loss)
+    logger = runtime.build_logger(cfg.get("logger"))
+    trainer = runtime.build_trainer(cfg.trainer, logger, [])
     metrics = evaluate_checkpoint(model, datamodule, trainer)
     metrics["checkpoint_epoch"] = int(checkpoint.get("epoch", -1))
     metrics["checkpoint_global_step"] = int(checkpoint.get("global_step", -1))
     print(f"Accuracy on the {len(datamodule.X_test)} testing samples: {metrics['test/acc']:0.2f}")
     if cfg.figures:
-        decision_map = save_decision_map(
+        decision_map = runtime.save_decision_map(
             model.net,
             datamodule.X_test,
             datamodule.y_test,
             cfg.grid_size,
             title=f"{path.name}: test accuracy {metrics['test/acc']:.2f} %",
         )
-        log_figures({"decision_map": decision_map}, output_dir, tensorboard_of(logger), 0)
+        figures = {"decision_map": decision_map}
+        runtime.log_figures(figures, output_dir, runtime.tensorboard_of(logger), 0)
+    if logger is not None:
+        logger.save()
     return metrics
 
 

@@ -5,11 +5,14 @@ Shared by the train and eval tasks; everything here takes config nodes or plain 
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,157 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from matplotlib.figure import Figure
-from omegaconf import DictConfig
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ModelSummary, ProgressBar
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, Checkpoint, ModelSummary, ProgressBar
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.strategies import StrategyRegistry
 from torch import Tensor, nn
 
-from mlplab.tasks.common import TaskError
+from mlplab.tasks import common
+from mlplab.tasks.common import ConfigError, TaskError
+
+# Lightning warnings about choices mlplab makes on purpose: one block of minibatches per epoch,
+# its own transfer_batch_to_device, no validation split by default, per-step scalars logged by
+# the module itself, resuming into a new run folder. Each would otherwise print on every run.
+_EXPECTED_WARNINGS = (
+    r".*overridden `transfer_batch_to_device`",
+    r".*Total length of `list` across ranks is zero",
+    r".*smaller than the logging interval",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    r".*does not have many workers",
+    # A resume into a new run folder: the new folder is the point.
+    r".*The dirpath has changed from",
+)
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16")
+# Trainer options for automatic optimization; SpiralClassifier steps its optimizer itself.
+_MANUAL_OPTIMIZATION_DEFAULTS = {"gradient_clip_val": None, "accumulate_grad_batches": 1}
+
+
+def quiet_expected_warnings() -> None:
+    """Silence the Lightning warnings that mlplab's design triggers on every run."""
+    for pattern in _EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def check_arguments(cfg: DictConfig, key: str) -> None:
+    """Refuse keys of the ``_target_`` node at ``key`` that its target does not accept.
+
+    Catches typos such as ``+model.widht=64`` before anything is built, with the key's name.
+    """
+    node = common.get(cfg, key)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    target_name = str(node._target_)
+    try:
+        target = hydra.utils.get_object(target_name)
+        parameters = inspect.signature(target).parameters
+    except (ImportError, AttributeError, ValueError, TypeError) as err:
+        raise ConfigError(f"{key}._target_", target_name, "cannot be imported") from err
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for name in node:
+        if not str(name).startswith("_") and name not in parameters:
+            value = OmegaConf.select(node, str(name), throw_on_resolution_failure=False)
+            allowed = ", ".join(p for p in parameters if p not in ("self", "params"))
+            raise ConfigError(
+                f"{key}.{name}", value, f"is not an argument of {target_name} (it takes {allowed})"
+            )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_devices(cfg: DictConfig, key: str) -> None:
+    value = common.get(cfg, key)
+    allowed = "must be 'auto', an integer >= 1 (or -1 for all) or a list of device indices"
+    if value == "auto" or (_is_int(value) and (value >= 1 or value == -1)):
+        return
+    items = list(value) if OmegaConf.is_list(value) else None
+    if not items or not all(_is_int(i) and i >= 0 for i in items):
+        raise ConfigError(key, value, allowed)
+
+
+def _check_limit(cfg: DictConfig, key: str) -> None:
+    value = common.get(cfg, key)
+    if value is None:
+        return
+    if _is_int(value) and value >= 1:
+        return
+    if isinstance(value, float) and 0.0 < value <= 1.0:
+        return
+    raise ConfigError(key, value, "must be an integer >= 1 (batches), a fraction in (0, 1] or null")
+
+
+def validate_trainer_config(cfg: DictConfig, key: str = "trainer") -> None:
+    """Check the Trainer values of ``cfg.<key>`` before Lightning sees them."""
+    node = common.get(cfg, key)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(key, node, "must be a trainer config (trainer=cpu, gpu, ddp or ddp_sim)")
+    accelerator = common.check_choice(cfg, f"{key}.accelerator", ACCELERATORS)
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{key}.accelerator",
+            accelerator,
+            "no CUDA GPU is visible on this machine; use trainer=cpu, or trainer=ddp_sim to try "
+            "data-parallel training on the CPU",
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}.accelerator", accelerator, "MPS is not available here")
+    _check_devices(cfg, f"{key}.devices")
+    if "strategy" in node:
+        common.check_choice(
+            cfg, f"{key}.strategy", ("auto", *StrategyRegistry.available_strategies())
+        )
+    precision = common.get(cfg, f"{key}.precision") if "precision" in node else "32-true"
+    if str(precision) not in PRECISIONS or isinstance(precision, bool | float):
+        raise ConfigError(f"{key}.precision", precision, f"must be one of {', '.join(PRECISIONS)}")
+    common.check_int(cfg, f"{key}.max_epochs", minimum=1)
+    if "max_steps" in node:
+        common.check_int(cfg, f"{key}.max_steps", minimum=-1)
+    deterministic = common.get(cfg, f"{key}.deterministic")
+    if not (isinstance(deterministic, bool) or deterministic == "warn"):
+        raise ConfigError(f"{key}.deterministic", deterministic, "must be true, false or 'warn'")
+    common.check_int(cfg, f"{key}.log_every_n_steps", minimum=1)
+    if "check_val_every_n_epoch" in node:
+        common.check_int(cfg, f"{key}.check_val_every_n_epoch", minimum=1, optional=True)
+    if "num_sanity_val_steps" in node:
+        common.check_int(cfg, f"{key}.num_sanity_val_steps", minimum=-1)
+    for limit in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        if limit in node:
+            _check_limit(cfg, f"{key}.{limit}")
+    for name, default in _MANUAL_OPTIMIZATION_DEFAULTS.items():
+        value = common.get(cfg, f"{key}.{name}") if name in node else default
+        if value != default:
+            shown = "null" if default is None else default
+            raise ConfigError(
+                f"{key}.{name}",
+                value,
+                f"must be {shown}: SpiralClassifier steps its own optimizer (manual optimization)",
+            )
+    check_arguments(cfg, key)
+
+
+def validate_callbacks_config(cfg: DictConfig, logged: Iterable[str]) -> None:
+    """Check ``cfg.callbacks``: known arguments, and a checkpoint monitor that will be logged."""
+    callbacks = cfg.get("callbacks")
+    if not callbacks:
+        return
+    for name in callbacks:
+        check_arguments(cfg, f"callbacks.{name}")
+    if (callbacks.get("last_checkpoint") or {}).get("every_n_epochs") is not None:
+        common.check_int(cfg, "callbacks.last_checkpoint.every_n_epochs", minimum=1)
+    checkpoint = callbacks.get("model_checkpoint")
+    if not checkpoint:
+        return
+    if checkpoint.get("monitor") is not None:
+        common.check_choice(cfg, "callbacks.model_checkpoint.monitor", sorted(logged))
+    if "mode" in checkpoint:
+        common.check_choice(cfg, "callbacks.model_checkpoint.mode", ("min", "max"))
+    for name, minimum in (("every_n_epochs", 0), ("save_top_k", -1)):
+        if name in checkpoint:
+            common.check_int(cfg, f"callbacks.model_checkpoint.{name}", minimum, optional=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -42,6 +190,48 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class LastCheckpoint(Checkpoint):
+    """Write ``<dirpath>/last.ckpt`` at the end of every ``every_n_epochs`` training epochs.
+
+    Lightning's ModelCheckpoint rewrites its last checkpoint only when it also saves a top-k one;
+    this writes last.ckpt on its own, through the trainer's checkpoint IO (atomic with
+    :class:`AtomicCheckpointIO`), so a killed run resumes from its last finished epoch. As a
+    ``Checkpoint`` it runs after the LightningModule's epoch-end hook, like ModelCheckpoint.
+
+    Args:
+        dirpath: Folder of ``last.ckpt``.
+        every_n_epochs: Save after every this many epochs (and always when training ends).
+    """
+
+    FILE_NAME = "last.ckpt"
+
+    def __init__(self, dirpath: str | os.PathLike, every_n_epochs: int = 1) -> None:
+        if not _is_int(every_n_epochs) or every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs={every_n_epochs!r} is invalid: it must be >= 1")
+        self.dirpath = Path(dirpath)
+        self.every_n_epochs = every_n_epochs
+        self._saved_at_step: int | None = None
+
+    @property
+    def path(self) -> Path:
+        """The checkpoint file."""
+        return self.dirpath / self.FILE_NAME
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        # weights_only=False: the full state (optimizer, loops), what a resume needs.
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_at_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._saved_at_step != trainer.global_step:  # stopped between two saves
+            self._save(trainer)
 
 
 def build_logger(cfg: DictConfig | None) -> Logger | None:
@@ -65,7 +255,7 @@ def build_trainer(cfg: DictConfig, logger: Logger | None, callbacks: list[Callba
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         enable_model_summary=any(isinstance(c, ModelSummary) for c in callbacks),
     )
@@ -76,6 +266,28 @@ def tensorboard_of(logger: Logger | None) -> Any:
     return logger.experiment if isinstance(logger, TensorBoardLogger) else None
 
 
+def log_hparams(logger: Logger | None, params: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Record hyper-parameters with the final metrics for TensorBoard's HPARAMS tab.
+
+    Lightning's ``log_hyperparams(params, metrics)`` would also log each metric again as a scalar
+    at step 0, next to the real point at the end of training; here the metrics only name the
+    columns of the HPARAMS table (their values are the logged ``test/*`` and ``val/*`` scalars).
+    Other loggers get the parameters only (``hparams.yaml`` for CSV).
+    """
+    if logger is None:
+        return
+    logger.log_hyperparams(params)  # hparams.yaml; no event (default_hp_metric is off)
+    writer = tensorboard_of(logger)
+    if writer is None or not metrics:
+        return
+    from torch.utils.tensorboard.summary import hparams
+
+    file_writer = writer._get_file_writer()
+    for summary in hparams(params, metrics):
+        file_writer.add_summary(summary)
+    writer.flush()
+
+
 def load_checkpoint(path: Path, check_only: bool = False) -> dict[str, Any] | Path:
     """Load a Lightning checkpoint with ``weights_only=True``, or fail with one clear line.
 
@@ -84,8 +296,8 @@ def load_checkpoint(path: Path, check_only: bool = False) -> dict[str, Any] | Pa
         check_only: Return the path after checking instead of the loaded dict.
 
     Raises:
-        TaskError: naming the file and what is wrong (missing, truncated, not a checkpoint, or
-            holding objects other than tensors and plain containers).
+        TaskError: naming the file and what is wrong (missing, truncated, corrupted, not a
+            checkpoint, or holding pickled objects other than tensors and plain containers).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -93,15 +305,31 @@ def load_checkpoint(path: Path, check_only: bool = False) -> dict[str, Any] | Pa
     if not zipfile.is_zipfile(path):  # torch.save's format is a zip archive
         raise TaskError(f"checkpoint {path}: not a PyTorch checkpoint (truncated or corrupted)")
     try:
+        # torch.load does not check the CRC32 that torch.save writes for every record, so a
+        # flipped bit in a tensor would load as a wrong weight; check them all first.
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+    ) as err:
+        raise TaskError(f"checkpoint {path}: unreadable (truncated or corrupted)") from err
+    if damaged is not None:
+        raise TaskError(f"checkpoint {path}: corrupted ({damaged} fails its CRC check)")
+    try:
         # weights_only: tensors and plain containers only, never arbitrary pickled code.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" not in first.lower():
-            raise TaskError(f"checkpoint {path}: unreadable (truncated or corrupted)") from err
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if refused is None:
+            raise TaskError(f"checkpoint {path}: unreadable (corrupted)") from err
         raise TaskError(
-            f"checkpoint {path}: refused, it holds pickled objects other than tensors and plain "
-            "data, which are never loaded (weights_only=True)"
+            f"checkpoint {path}: refused, it holds a pickled {refused.group(1)} object; only "
+            "tensors and plain data are ever loaded (weights_only=True)"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise TaskError(f"checkpoint {path}: unreadable (truncated or corrupted)") from err
