@@ -275,9 +275,10 @@ def _setup(
     tau64 = _as_float64("tau_ref", tau_ref)
     _check_elements("tau_ref", tau64, tau64 >= 0, ">= 0")
 
-    shape = torch.broadcast_shapes(I64.shape, Rm64.shape, Cm64.shape, Vth64.shape)
+    # numpy's broadcast_shapes: torch's imports sympy on first use (~0.3 s of start-up).
+    shape = torch.Size(np.broadcast_shapes(I64.shape, Rm64.shape, Cm64.shape, Vth64.shape))
     if not membrane_only:
-        shape = torch.broadcast_shapes(shape, tau64.shape)
+        shape = torch.Size(np.broadcast_shapes(shape, tau64.shape))
     time = _time_grid(T, dt, dtype)
     n_steps = time.numel() - 1
 

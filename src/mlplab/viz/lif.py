@@ -76,6 +76,7 @@ def plot_fi_curves(
     title: str | None = None,
     xlabel: str = "I (mA)",
     I_analytic: ArrayLike | None = None,
+    label_each_analytic: bool = True,
 ) -> Figure:
     """Plot transfer (f-I) curves, one line per label, analytic ones dashed in the same colour.
 
@@ -87,6 +88,8 @@ def plot_fi_curves(
         title: Axes title; the tutorial's "LIF Neuron: Transfer Function" when None.
         xlabel: Horizontal axis label.
         I_analytic: Currents of the analytic curves when they use a finer grid; ``I`` by default.
+        label_each_analytic: One legend entry per analytic curve; when False, a single
+            "analytic" entry stands for all the dashed lines (keeps the legend short).
 
     Returns:
         A Figure with one axes: ``len(curves) + len(analytic)`` lines.
@@ -103,9 +106,10 @@ def plot_fi_curves(
         colors[label] = line.get_color()
     for label, values in analytic.items():
         values = _check_curve("analytic", label, values, currents_analytic)
-        ax.plot(
-            currents_analytic, values, "--", color=colors.get(label), label=f"{label} (analytic)"
-        )
+        legend = f"{label} (analytic)" if label_each_analytic else "_nolegend_"
+        ax.plot(currents_analytic, values, "--", color=colors.get(label), label=legend)
+    if analytic and not label_each_analytic:
+        ax.plot([], [], "--", color="gray", label="analytic (dashed)")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "LIF Neuron: Transfer Function")
     if curves or analytic:
         ax.legend(fontsize="small")

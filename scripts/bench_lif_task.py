@@ -1,0 +1,119 @@
+"""Benchmark ``mlplab-lif`` end to end: process start, Hydra, the grid, files and figures.
+
+Times real subprocesses of the console script (median of ``--repeats`` runs each):
+
+- ``mlplab-lif mode=sweep``: the tutorial's widget grid, 100 Rm x 100 tau_ref x 50 I = 500,000
+  neurons x 1000 Euler steps, with npz, tidy CSV, four figures and TensorBoard (target < 6 s);
+- the same with ``counts=closed_form`` (target < 3 s);
+- ``mlplab-lif mode=nope``, which stops at the first config check: the fixed cost of starting
+  Python, torch and Hydra, for reference.
+
+The machine's load (other processes) is printed with the table, since it moves every wall time;
+the CPU time (user + sys of the run) moves much less with it.
+``--docs-figure PATH`` also writes a 2x2 montage of the sweep's four figures (docs/lif.png).
+
+Usage:
+    .venv/bin/python scripts/bench_lif_task.py [--repeats 3] [--check] [--docs-figure docs/lif.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+COMMANDS = {
+    "start-up only (`mode=nope`, exits 2)": (["mode=nope"], None),
+    "`mlplab-lif mode=sweep`": (["mode=sweep"], 6.0),
+    "`mlplab-lif mode=sweep counts=closed_form`": (["mode=sweep", "counts=closed_form"], 3.0),
+}
+FIGURES = ("fi_curves", "distance_to_relu", "rate_heatmap", "rate_error_heatmap")
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_command(args: list[str], log_dir: Path) -> tuple[float, float, int]:
+    """Wall time, CPU time (user + sys) and exit status of one ``mlplab-lif`` run."""
+    cpu = children_cpu_s()
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [str(BIN / "mlplab-lif"), *args, f"paths.log_dir={log_dir}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode not in (0, 2):
+        sys.stderr.write(proc.stderr)
+    return wall, children_cpu_s() - cpu, proc.returncode
+
+
+def write_montage(run_dir: Path, path: Path) -> None:
+    """The sweep's four figures in a 2x2 grid, small enough to commit."""
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+
+    fig = Figure(figsize=(12.8, 9.6), layout="constrained")
+    for ax, name in zip(fig.subplots(2, 2).flat, FIGURES, strict=True):
+        ax.imshow(imread(run_dir / f"{name}.png"))
+        ax.set_axis_off()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=70, pil_kwargs={"optimize": True})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per command (median)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--docs-figure", type=Path, help="write the sweep's 2x2 montage here")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    rows, missed = [], False
+    with tempfile.TemporaryDirectory(prefix="bench_lif_task_") as tmp:
+        for label, (command, target) in COMMANDS.items():
+            walls, cpus = [], []
+            for repeat in range(args.repeats):
+                wall, cpu, code = time_command(command, Path(tmp) / f"{len(rows)}_{repeat}")
+                if code != (2 if target is None else 0):
+                    print(f"{label}: exit status {code}", file=sys.stderr)
+                    return 1
+                walls.append(wall)
+                cpus.append(cpu)
+            median = statistics.median(walls)
+            ok = target is None or median < target
+            missed |= not ok
+            rows.append((label, median, min(walls), statistics.median(cpus), target, ok))
+        if args.docs_figure:
+            run_dir = next((Path(tmp) / "1_0" / "lif" / "runs").iterdir())
+            write_montage(run_dir, args.docs_figure)
+            size_kb = args.docs_figure.stat().st_size / 1024
+            print(f"wrote {args.docs_figure} ({size_kb:.0f} KB)\n")
+    load_after = os.getloadavg()
+
+    print(
+        f"`mlplab-lif` end to end, median of {args.repeats} subprocess runs; "
+        f"{os.cpu_count()} CPUs, load average {load_before[0]:.2f} before and "
+        f"{load_after[0]:.2f} after (other processes share the machine)"
+    )
+    print()
+    print("| command | wall, median | wall, best | CPU (user+sys), median | target (wall) |")
+    print("|---|---|---|---|---|")
+    for label, median, best, cpu, target, ok in rows:
+        goal = "-" if target is None else f"< {target:g} s {'ok' if ok else '**missed**'}"
+        print(f"| {label} | {median:.2f} s | {best:.2f} s | {cpu:.2f} s | {goal} |")
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

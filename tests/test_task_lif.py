@@ -1,0 +1,483 @@
+"""mlplab-lif: the tutorial's LIF neuron as a Hydra task (trace, f-I curves, grid sweeps)."""
+
+# The tutorial names the input current I.
+# ruff: noqa: E741
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import read_metrics, run_cli
+from mlplab.neuron import run_lif
+from mlplab.tasks import common
+from mlplab.tasks.common import ConfigError
+from mlplab.tasks.lif import (
+    _fixed_text,
+    _lif_body,
+    parse_axis,
+    quote_axis_values,
+    validate_lif_config,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SWEEP_FIGURES = ("fi_curves", "rate_heatmap", "rate_error_heatmap", "distance_to_relu")
+
+
+def run_LIF(I, T=50, dt=0.1, tau_ref=10, Rm=1, Cm=10, Vth=1, V_spike=0.5):
+    """The tutorial's run_LIF, verbatim (W1D3 Tutorial 1, Bonus section): the oracle."""
+    # Set up array of time steps
+    time = torch.arange(0, T + dt, dt)
+
+    # Set up array for tracking Vm
+    Vm = torch.zeros(len(time))
+
+    # Iterate over each time step
+    t_rest = 0
+    for i, t in enumerate(time):
+        # If t is after refractory period
+        if t > t_rest:
+            Vm[i] = Vm[i - 1] + 1 / Cm * (-Vm[i - 1] / Rm + I) * dt
+
+        # If Vm is over the threshold
+        if Vm[i] >= Vth:
+            # Increase volatage by change due to spike
+            Vm[i] += V_spike
+
+            # Set up new refactory period
+            t_rest = t + tau_ref
+
+    return time, Vm
+
+
+def compose_lif(compose_config, overrides: list[str]):
+    """Compose ``lif`` with command-line style overrides (lists of axes quoted as main() does)."""
+    return compose_config("lif", quote_axis_values(overrides))
+
+
+def run_lif_task(compose_config, tmp_path: Path, overrides: list[str]) -> dict:
+    """Compose ``lif`` with ``overrides``, run it as a single run, return metrics.json."""
+    cfg = compose_lif(compose_config, overrides)
+    common.run_task(cfg, _lif_body, output_dir=tmp_path / "run", overrides=[], multirun=False)
+    return read_metrics(tmp_path / "run")
+
+
+def read_grid(run_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The npz (no pickles allowed) and the tidy CSV's columns of a grid run."""
+    with np.load(run_dir / "lif_grid.npz", allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    with open(run_dir / "lif_grid.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["Rm", "tau_ref", "I", "count", "rate_hz", "analytic_rate_hz"]
+    table = np.array(rows[1:], dtype=float)
+    return arrays, dict(zip(rows[0], table.T, strict=True))
+
+
+SMALL_SWEEP = ["lif.Rm={start:1,stop:100,num:6,log:true}", "lif.tau_ref=[0,1,5,20,100]"]
+
+
+# --- config parsing ------------------------------------------------------------------------------
+
+
+def test_parse_axis_forms():
+    assert parse_axis(2.5).values.tolist() == [2.5]
+    axis = parse_axis([1, 10, 100])
+    assert axis.values.tolist() == [1.0, 10.0, 100.0] and axis.log  # two decades: log scale
+    assert not parse_axis([0, 1, 2]).log
+    axis = parse_axis({"start": 1, "stop": 1000, "num": 4, "log": True})
+    assert axis.values.tolist() == [1.0, 10.0, 100.0, 1000.0] and axis.log
+    assert parse_axis({"start": 0, "stop": 2, "num": 5}).values.tolist() == [0, 0.5, 1, 1.5, 2]
+    # What main() makes of a list given on the command line: YAML data, not code.
+    assert parse_axis("[1, 1e3]").values.tolist() == [1.0, 1000.0]
+    assert parse_axis("{start: 1, stop: 3, num: 3}").values.tolist() == [1.0, 2.0, 3.0]
+    assert parse_axis("{start:1,stop:3,num:3}").values.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_quote_axis_values_only_where_hydra_cannot_merge():
+    argv = [
+        "lif.Rm=[1,10,100]",
+        "lif.tau_ref=[1,10],[1,100]",
+        "lif.I={start:0,stop:1,num:3}",
+        "fi.Rm={start:1,stop:2,num:2}",
+        "fi.tau_ref=[1,2]",
+        "lif.Cm=5,10",
+        "-m",
+        "+lif.Rm=[1]",
+    ]
+    assert quote_axis_values(argv) == [
+        "lif.Rm='[1,10,100]'",
+        "lif.tau_ref='[1,10]','[1,100]'",  # a sweep over two lists
+        "lif.I={start:0,stop:1,num:3}",  # merges into the default dict
+        "fi.Rm='{start:1,stop:2,num:2}'",
+        "fi.tau_ref=[1,2]",
+        "lif.Cm=5,10",
+        "-m",
+        "+lif.Rm='[1]'",
+    ]
+
+
+def test_fixed_point_csv_text():
+    values = np.array([0, 1e-7, 6e-7, 0.5, 12.5, 100, 123.4567894, -3.25, -1e-9, 999999.9999999])
+    text = [bytes(b).replace(b"\0", b"").decode() for b in _fixed_text(values, 6)]
+    assert text == [
+        "0",
+        "0",
+        "0.000001",
+        "0.5",
+        "12.5",
+        "100",
+        "123.456789",
+        "-3.25",
+        "0",
+        "1000000",
+    ]
+    assert [float(t) for t in text] == pytest.approx(values, abs=5e-7)
+
+
+# --- trace ---------------------------------------------------------------------------------------
+
+
+def test_trace_is_the_tutorial_run_LIF_of_1_5(compose_config, tmp_path):
+    record = run_lif_task(compose_config, tmp_path, ["mode=trace"])
+    assert record["status"] == "ok" and record["task"] == "lif"
+    run_dir = tmp_path / "run"
+    time_ref, Vm_ref = run_LIF(1.5)
+    table = np.loadtxt(run_dir / "trace.csv", delimiter=",", skiprows=1, dtype=np.float32)
+    np.testing.assert_array_equal(table[:, 0], time_ref.numpy())
+    np.testing.assert_array_equal(table[:, 1], Vm_ref.numpy())  # bit for bit, float32
+    np.testing.assert_array_equal(table[:, 1], run_lif(1.5)[1].numpy())
+    metrics = record["metrics"]
+    # The tutorial's plot: two spikes in 50 ms, the first 11 ms in (110 Euler steps of 0.1 ms).
+    spikes = Vm_ref > 1
+    assert metrics["lif/spike_count"] == int(spikes.sum()) == 2
+    assert metrics["lif/first_spike_ms"] == pytest.approx(time_ref[spikes][0].item()) == 11.0
+    assert metrics["lif/rate_hz"] == pytest.approx(2 / 50e-3)
+    assert metrics["lif/analytic_rate_hz"] == pytest.approx(1000 / (10 + 10 * math.log(3)))
+    assert metrics["lif/steps"] == 500
+    assert (run_dir / "trace.png").read_bytes().startswith(PNG_SIGNATURE)
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    (event,) = acc.Scalars("lif/spike_count")
+    assert event.value == 2
+    (image,) = acc.Images("figures/trace")
+    assert image.encoded_image_string == (run_dir / "trace.png").read_bytes()
+    assert set(acc.PluginTagToContent("hparams")) >= {"_hparams_/session_start_info"}
+
+
+def test_trace_without_spikes_has_null_first_spike(compose_config, tmp_path):
+    record = run_lif_task(compose_config, tmp_path, ["mode=trace", "trace.I=0.5", "logger=none"])
+    assert record["metrics"]["lif/spike_count"] == 0
+    assert record["metrics"]["lif/first_spike_ms"] is None  # NaN is written as null
+    assert record["metrics"]["lif/analytic_rate_hz"] == 0.0
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+# --- f-I curves ----------------------------------------------------------------------------------
+
+
+def test_fi_counts_equal_the_tutorial_widget(compose_config, tmp_path):
+    # plot_IF_curve: T=1000, dt=1, Vth=1, Is=linspace(0, 2, 10), counts torch.sum(Vm > Vth).
+    overrides = [
+        "mode=fi",
+        "fi.Rm=[1,50]",
+        "fi.tau_ref=[1,5,10]",
+        "lif.I={start:0,stop:2,num:10}",
+        "logger=none",
+    ]
+    record = run_lif_task(compose_config, tmp_path, overrides)
+    assert record["status"] == "ok"
+    arrays, table = read_grid(tmp_path / "run")
+    assert arrays["counts"].shape == (2, 3, 10)
+    Is = torch.linspace(0, 2, 10)
+    for Rm, tau_ref in [(1, 1), (1, 10), (50, 5)]:
+        oracle = [
+            int(torch.sum(run_LIF(I, T=1000, dt=1, Vth=1, Rm=Rm, tau_ref=tau_ref)[1] > 1))
+            for I in Is
+        ]
+        r, t = [1, 50].index(Rm), [1, 5, 10].index(tau_ref)
+        assert arrays["counts"][r, t].tolist() == oracle, (Rm, tau_ref)
+    metrics = record["metrics"]
+    assert metrics["lif/neurons"] == 60 and metrics["lif/curves"] == 6
+    assert metrics["lif/max_count"] == arrays["counts"].max()
+    assert (tmp_path / "run" / "fi_curves.png").read_bytes().startswith(PNG_SIGNATURE)
+    np.testing.assert_array_equal(table["count"], arrays["counts"].reshape(-1))
+
+
+def test_fi_figure_overlays_analytic_curves_in_count_units(compose_config, tmp_path):
+    from mlplab.tasks.lif import fi_figure, run_grid
+
+    cfg = compose_lif(compose_config, ["mode=fi", "fi.Rm=[1,100]", "fi.tau_ref=2"])
+    spec = validate_lif_config(cfg)
+    result = run_grid(spec)
+    (ax,) = fi_figure(spec, result, [(0, 0), (1, 0)], "count").axes
+    simulated, _, analytic, _, _ = ax.lines
+    np.testing.assert_array_equal(simulated.get_ydata(), result.counts[0, 0].numpy())
+    # Analytic rate (per ms) times the 1000 simulated ms: a spike count.
+    x = analytic.get_xdata()
+    expected = [1000 / (2 + 10 * math.log(i / (i - 1))) if i > 1 else 0.0 for i in x]
+    np.testing.assert_allclose(analytic.get_ydata(), expected, rtol=1e-9)
+    assert ax.get_ylabel() == "Spike count in 1000 ms"
+
+
+# --- sweeps --------------------------------------------------------------------------------------
+
+
+def test_closed_form_and_simulated_sweeps_agree_exactly(compose_config, tmp_path):
+    base = [*SMALL_SWEEP, "lif.I={start:0,stop:2,num:20}", "dtype=float64", "logger=none"]
+    counts = {}
+    for how in ("simulate", "closed_form"):
+        record = run_lif_task(compose_config, tmp_path / how, [*base, f"counts={how}"])
+        assert record["status"] == "ok"
+        counts[how] = read_grid(tmp_path / how / "run")[0]["counts"]
+    assert counts["simulate"].shape == (6, 5, 20)
+    np.testing.assert_array_equal(counts["simulate"], counts["closed_form"])
+    assert counts["simulate"].max() > 100  # tau_ref=0 neurons fire fast: not a trivial grid
+
+
+def test_exact_simulation_matches_analytic_rate_and_files_agree(compose_config, tmp_path):
+    overrides = [
+        *SMALL_SWEEP,
+        "lif.I={start:0,stop:2,num:12}",
+        "method=exact",
+        "lif.dt=0.1",
+        "rate_at_I=1.1",
+    ]
+    record = run_lif_task(compose_config, tmp_path, overrides)
+    assert record["status"] == "ok"
+    run_dir = tmp_path / "run"
+    arrays, table = read_grid(run_dir)
+    Rm, tau_ref, I = arrays["Rm"], arrays["tau_ref"], arrays["I"]
+    assert Rm.tolist() == pytest.approx([1, 2.5119, 6.3096, 15.849, 39.811, 100], rel=1e-4)
+    assert tau_ref.tolist() == [0, 1, 5, 20, 100]
+    counts, rate, analytic = arrays["counts"], arrays["rate_hz"], arrays["analytic_rate_hz"]
+    assert int(arrays["steps"]) == 10_000 and str(arrays["method"]) == "exact"
+
+    # Simulated (exact integration, dt = 0.1 ms) against the continuous-time rate.
+    np.testing.assert_array_equal(rate, counts / 1.0)  # 1000 ms: Hz = count
+    drive = Rm[:, None, None] * I[None, None, :] * np.ones((1, 5, 1))
+    supra = drive > 1
+    assert supra.sum() > 100
+    error = np.abs(rate - analytic)
+    assert np.all(error[supra] <= 0.02 * analytic[supra] + 1.0), error[supra].max()
+    assert np.all(rate[~supra] == 0) and np.all(analytic[~supra] == 0)
+
+    # The tidy CSV: one row per neuron, Rm slowest, I fastest, same numbers as the npz.
+    grid = np.meshgrid(Rm, tau_ref, I, indexing="ij")
+    for name, values in zip(("Rm", "tau_ref", "I"), grid, strict=True):
+        np.testing.assert_array_equal(table[name], values.reshape(-1))
+    np.testing.assert_array_equal(table["count"], counts.reshape(-1))
+    np.testing.assert_array_equal(table["rate_hz"], rate.reshape(-1))
+    np.testing.assert_allclose(table["analytic_rate_hz"], analytic.reshape(-1), rtol=0, atol=5e-7)
+
+    # ... and the same numbers as metrics.json.
+    metrics = record["metrics"]
+    assert all(isinstance(v, int | float) for v in metrics.values())  # flat, for mlplab-report
+    assert metrics["lif/neurons"] == counts.size == 360
+    assert metrics["lif/steps"] == 10_000
+    assert metrics["lif/mean_rate_hz"] == pytest.approx(rate.mean(), rel=1e-12)
+    assert metrics["lif/max_rate_hz"] == rate.max()
+    assert metrics["lif/max_abs_rate_error_hz"] == pytest.approx(error.max(), rel=1e-12)
+    assert metrics["lif/distance_to_relu_min"] == pytest.approx(
+        np.nanmin(arrays["distance_to_relu"]), rel=1e-12
+    )
+    assert metrics["lif/rate_at_I"] == pytest.approx(I[np.argmin(np.abs(I - 1.1))])
+    for name in SWEEP_FIGURES:
+        assert (run_dir / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE), name
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    for key in ("lif/max_abs_rate_error_hz", "lif/neurons", "lif/distance_to_relu_max"):
+        (event,) = acc.Scalars(key)
+        assert event.value == pytest.approx(metrics[key], rel=1e-6)
+    assert sorted(acc.Tags()["images"]) == sorted(f"figures/{n}" for n in SWEEP_FIGURES)
+    assert (run_dir / "tensorboard" / "hparams.yaml").read_text().startswith("mode: sweep")
+
+
+def test_distance_to_relu_falls_as_Rm_grows_and_tau_ref_shrinks(compose_config, tmp_path):
+    """The tutorial's Think! question: infinite Rm and small tau_ref make the neuron a ReLU."""
+    overrides = [
+        "lif.Rm={start:1,stop:100,num:8,log:true}",
+        "lif.tau_ref={start:1,stop:100,num:8,log:true}",
+        "method=exact",
+        "lif.dt=0.1",
+        "counts=closed_form",
+        "logger=none",
+    ]
+    record = run_lif_task(compose_config, tmp_path, overrides)
+    d = read_grid(tmp_path / "run")[0]["distance_to_relu"]  # (Rm, tau_ref)
+    assert d.shape == (8, 8) and not np.isnan(d).any()
+    # The extreme corners: large Rm, short refractory period against the opposite.
+    assert d[-1, 0] < d[0, -1] / 5
+    # Along tau_ref every curve bends more; along Rm the curves straighten on average.
+    assert np.all(np.diff(d, axis=1) > 0)
+    rm_means = d.mean(axis=1)
+    assert rm_means[-1] < rm_means[0]
+    assert np.corrcoef(np.arange(8), rm_means)[0, 1] < -0.9
+    assert (np.diff(d, axis=0) < 0).mean() > 0.75
+    assert record["metrics"]["lif/distance_to_relu_min"] == pytest.approx(d.min())
+
+
+def test_coarse_euler_step_warns_once_naming_the_values(compose_config, tmp_path, caplog):
+    overrides = ["lif.Cm=0.4", "lif.Rm=[1,2]", "lif.tau_ref=1", "counts=closed_form"]
+    with caplog.at_level(logging.WARNING, logger="mlplab"), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the library's own would fail here
+        record = run_lif_task(compose_config, tmp_path, [*overrides, "logger=none"])
+    assert record["status"] == "ok"
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "mlplab"]
+    assert message.startswith(
+        "lif.dt=1 ms is not small against the membrane time constant Rm*Cm=0.4 ms "
+        "(smallest lif.Rm=1, lif.Cm=0.4): Euler's method is unstable"
+    )
+    assert message.endswith("use method=exact or lif.dt <= 0.04")
+    caplog.clear()
+    run_lif_task(compose_config, tmp_path, [*overrides, "method=exact", "logger=none"])
+    assert not [r for r in caplog.records if r.name == "mlplab"]
+
+
+# --- bad values ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "shown"),
+    [
+        (["mode=movie"], "mode", "'movie'"),
+        (["method=rk4"], "method", "'rk4'"),
+        (["counts=guess"], "counts", "'guess'"),
+        (["dtype=float16"], "dtype", "'float16'"),
+        (["lif.Rm=0"], "lif.Rm", "0"),
+        (["lif.Rm='[1,-5]'"], "lif.Rm", "'[1,-5]'"),
+        (["lif.Rm='[]'"], "lif.Rm", "'[]'"),
+        (["lif.Rm='[10,1]'"], "lif.Rm", "'[10,1]'"),
+        (["lif.Rm=abc"], "lif.Rm", "'abc'"),
+        (["lif.Rm.num=0"], "lif.Rm", "{'start': 1, 'stop': 100, 'num': 0, 'log': False}"),
+        (["lif.Rm.start=200"], "lif.Rm", "{'start': 200, 'stop': 100, 'num': 100, 'log': False}"),
+        (["lif.Rm.start=0", "lif.Rm.log=true"], "lif.Rm", "{'start': 0, 'stop': 100,"),
+        (["lif.Rm.num=2.5"], "lif.Rm", "{'start': 1, 'stop': 100, 'num': 2.5,"),
+        (["lif.tau_ref=-1"], "lif.tau_ref", "-1"),
+        (["lif.I='[0,nan]'"], "lif.I", "'[0,nan]'"),
+        (["lif.I=1"], "lif.I", "1"),
+        (["lif.Cm=0"], "lif.Cm", "0"),
+        (["lif.Cm=ten"], "lif.Cm", "'ten'"),
+        (["lif.Vth=-1"], "lif.Vth", "-1"),
+        (["lif.dt=0"], "lif.dt", "0"),
+        (["lif.T=-5"], "lif.T", "-5"),
+        (["lif.dt=2000"], "lif.dt", "2000"),
+        (["lif.T=1e9"], "lif.dt", "1"),
+        (["lif.Rm.num=1001", "lif.tau_ref.num=1000"], "lif", "'1001 Rm x 1000 tau_ref x 50 I'"),
+        (["rate_at_I=3"], "rate_at_I", "3"),
+        (["mode=fi", "fi.units=khz"], "fi.units", "'khz'"),
+        (["mode=fi", "fi.Rm={start:1,stop:10,num:10}"], "fi.Rm", "'{start:1,stop:10,num:10}'"),
+        (["mode=trace", "trace.dt=-0.1"], "trace.dt", "-0.1"),
+        (["mode=trace", "trace.Rm=0"], "trace.Rm", "0"),
+        (["mode=trace", "trace.tau_ref=-2"], "trace.tau_ref", "-2"),
+        (["mode=trace", "trace.V_spike=-0.5"], "trace.V_spike", "-0.5"),
+    ],
+)
+def test_bad_values_fail_before_work_naming_the_key(
+    compose_config, tmp_path, capsys, overrides, key, shown
+):
+    cfg = compose_lif(compose_config, overrides)
+    with pytest.raises(ConfigError) as err:
+        validate_lif_config(cfg)
+    assert err.value.key == key
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_task(cfg, _lif_body, output_dir=tmp_path / "run", overrides=[], multirun=False)
+    assert exit_info.value.code == 2
+    record = read_metrics(tmp_path / "run")
+    assert record["status"] == "failed" and record["error_type"] == "ConfigError"
+    assert record["error"].startswith(f"{key}={shown}")
+    assert " is invalid: " in record["error"]
+    assert record["metrics"] == {}
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.json"]
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"mlplab-lif: error: {key}=")
+
+
+# --- real console scripts ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_cli_trace_and_fi_runs(tmp_path):
+    proc = run_cli("lif", f"paths.log_dir={tmp_path}", "mode=trace", "trace.I=3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "lif" / "runs").iterdir()
+    record = read_metrics(run_dir)
+    _, Vm_ref = run_LIF(3)
+    assert record["metrics"]["lif/spike_count"] == int(torch.sum(Vm_ref > 1))
+    assert (run_dir / "trace.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "I=3, Rm=1, Cm=10, tau_ref=10, T=50 ms:" in proc.stdout
+
+    # A list on the command line replaces the default {start, stop, num, log} of lif.I.
+    proc = run_cli(
+        "lif",
+        f"paths.log_dir={tmp_path / 'fi'}",
+        "mode=fi",
+        "fi.Rm=[1,50]",
+        "fi.tau_ref=5",
+        "lif.I=[0.5,1.5,2]",
+        "logger=none",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (tmp_path / "fi" / "lif" / "runs").iterdir()
+    record = read_metrics(run_dir)
+    assert record["overrides"][-2] == "lif.I='[0.5,1.5,2]'"
+    arrays, _ = read_grid(run_dir)
+    assert arrays["I"].tolist() == [0.5, 1.5, 2.0]
+    for r, Rm in enumerate((1, 50)):
+        oracle = [
+            int(torch.sum(run_LIF(I, T=1000, dt=1, Rm=Rm, tau_ref=5)[1] > 1))
+            for I in (0.5, 1.5, 2.0)
+        ]
+        assert arrays["counts"][r, 0].tolist() == oracle
+    assert (run_dir / "fi_curves.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_cli_multirun_over_capacitance(tmp_path):
+    proc = run_cli(
+        "lif",
+        "-m",
+        "lif.Cm=5,10",
+        "mode=sweep",
+        f"paths.log_dir={tmp_path}",
+        "lif.Rm.num=5",
+        "lif.tau_ref=[1,10,100]",
+        "lif.I.num=20",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (sweep_dir,) = (tmp_path / "lif" / "multiruns").iterdir()
+    records = [read_metrics(sweep_dir / str(job)) for job in range(2)]
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert [r["overrides"][0] for r in records] == ["lif.Cm=5", "lif.Cm=10"]
+    for job, record in enumerate(records):
+        assert record["metrics"]["lif/neurons"] == 5 * 3 * 20
+        for name in SWEEP_FIGURES:
+            assert (sweep_dir / str(job) / f"{name}.png").exists()
+    # A smaller capacitance charges faster: more spikes.
+    assert records[0]["metrics"]["lif/mean_rate_hz"] > records[1]["metrics"]["lif/mean_rate_hz"]
+    # dt=1 against Rm*Cm=5 ms is coarse for Euler: said once, for that job only.
+    output = proc.stdout + proc.stderr
+    assert output.count("is not small against the membrane time constant") == 1
+    assert "Rm*Cm=5 ms" in output
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_cli_bad_value_exits_2_with_one_line(tmp_path):
+    proc = run_cli("lif", f"paths.log_dir={tmp_path}", "lif.Rm=[0,1]", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "mlplab-lif: error: lif.Rm='[0,1]' is invalid: every value must be > 0 (0 is not)"
+    ]
