@@ -13,7 +13,6 @@ import math
 import os
 import secrets
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mlplab.io import atomic_write
 
 log = logging.getLogger("mlplab")
 
@@ -179,21 +180,14 @@ def check_with(cfg: DictConfig, key: str, parse: Callable[[Any], Any]) -> Any:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
     """Write JSON to a temporary file beside ``path``, then rename: no reader sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, default=_json_default)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    def write(handle: Any) -> None:
+        json.dump(data, handle, indent=2, sort_keys=False, default=_json_default)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())  # the run's verdict should survive a crash of the machine
+
+    return atomic_write(path, write, mode="w")
 
 
 def _json_default(value: object) -> object:
@@ -248,7 +242,8 @@ def run_task(
         output_dir, overrides, multirun: Taken from Hydra's runtime when not given.
 
     Returns:
-        The value of ``cfg.optimized_metric`` for Hydra sweepers (NaN for a failed multirun job).
+        The value of ``cfg.optimized_metric`` for Hydra sweepers; None for a failed multirun
+        job, which Optuna records as a failed trial (a NaN would end its search).
     """
     if output_dir is None or overrides is None or multirun is None:
         hydra_out, hydra_overrides, hydra_multirun = _hydra_runtime()
@@ -293,7 +288,7 @@ def run_task(
             raise error
         if not multirun:
             raise SystemExit(2 if isinstance(error, ConfigError) else 1)
-        return float("nan")
+        return None
     key = cfg.get("optimized_metric")
     value = metrics.get(key) if key else None
     return float(value) if _is_number(value) else None
@@ -341,17 +336,17 @@ _HYDRA_FUNCTIONS = {
 }  # fmt: skip
 
 
-def _split_top_level(value: str) -> list[str]:
-    """Split on commas outside parentheses and quotes."""
+def split_top_level(value: str) -> list[str]:
+    """Split a command-line value on commas outside brackets of any kind and quotes."""
     parts, depth, quote, current = [], 0, "", []
     for char in value:
         if quote:
             quote = "" if char == quote else quote
         elif char in "'\"":
             quote = char
-        elif char == "(":
+        elif char in "([{":
             depth += 1
-        elif char == ")":
+        elif char in ")]}":
             depth -= 1
         elif char == "," and depth == 0:
             parts.append("".join(current))
@@ -376,7 +371,7 @@ def quote_call_values(argv: Sequence[str]) -> list[str]:
             quoted.append(arg)
             continue
         parts = []
-        for part in _split_top_level(value):
+        for part in split_top_level(value):
             name = part.split("(", 1)[0].strip()
             is_call = "(" in part and name.isidentifier() and name not in _HYDRA_FUNCTIONS
             parts.append(f"'{part}'" if is_call and part[:1] not in "'\"" else part)

@@ -23,10 +23,8 @@ import io
 import itertools
 import logging
 import math
-import os
 import struct
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -40,6 +38,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
+from mlplab.io import atomic_write
 from mlplab.neuron import analysis
 
 # _serial_kernels: the simulator's single-threaded-kernels context, reused for our own small ops.
@@ -485,21 +484,6 @@ def trace_metrics(spec: TraceSpec, result: TraceResult) -> dict[str, float]:
 # ----------------------------------------------------------------------------------- outputs
 
 
-def _write_atomic(path: Path, write: Any, mode: str = "wb") -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            write(handle)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_grid(spec: GridSpec, result: GridResult, output_dir: Path) -> None:
     """Write ``lif_grid.npz`` (arrays + axes + settings) and the tidy ``lif_grid.csv``.
 
@@ -524,8 +508,8 @@ def save_grid(spec: GridSpec, result: GridResult, output_dir: Path) -> None:
         "method": np.str_(spec.method),
         "dtype": np.str_(spec.dtype),
     }
-    _write_atomic(output_dir / "lif_grid.npz", lambda handle: np.savez(handle, **arrays))
-    _write_atomic(output_dir / "lif_grid.csv", lambda handle: _write_csv(handle, spec, result))
+    atomic_write(output_dir / "lif_grid.npz", lambda handle: np.savez(handle, **arrays))
+    atomic_write(output_dir / "lif_grid.csv", lambda handle: _write_csv(handle, spec, result))
 
 
 def _write_csv(handle: Any, spec: GridSpec, result: GridResult) -> None:
@@ -633,7 +617,7 @@ def save_trace(result: TraceResult, output_dir: Path) -> None:
         lines = (f"{t},{v}\n" for t, v in zip(time_text, vm_text, strict=True))
         handle.write("".join(lines).encode())
 
-    _write_atomic(output_dir / "trace.csv", write)
+    atomic_write(output_dir / "trace.csv", write)
 
 
 # ----------------------------------------------------------------------------------- figures
@@ -752,9 +736,7 @@ def save_figures(
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100)
         pngs[name] = buffer.getvalue()
-        _write_atomic(
-            output_dir / f"{name}.png", lambda handle, data=pngs[name]: handle.write(data)
-        )
+        atomic_write(output_dir / f"{name}.png", lambda handle, data=pngs[name]: handle.write(data))
     return pngs
 
 
@@ -927,31 +909,10 @@ def quote_axis_values(argv: Sequence[str], conf_file: Path = CONF_DIR / "lif.yam
         clash = "[" if isinstance(default, DictConfig) else "{"
         parts = [
             f"'{part}'" if part.lstrip().startswith(clash) else part
-            for part in _split_top_level(value)
+            for part in common.split_top_level(value)
         ]
         quoted.append(f"{key}={','.join(parts)}")
     return quoted
-
-
-def _split_top_level(value: str) -> list[str]:
-    """Split on commas outside brackets, braces and quotes."""
-    parts, depth, quote, current = [], 0, "", []
-    for char in value:
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-        elif char == "," and depth == 0:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current))
-    return parts
 
 
 def main() -> None:

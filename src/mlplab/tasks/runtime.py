@@ -9,7 +9,6 @@ import inspect
 import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -27,6 +26,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.strategies import StrategyRegistry
 from torch import Tensor, nn
 
+from mlplab.io import atomic_write
 from mlplab.tasks import common
 from mlplab.tasks.common import ConfigError, TaskError
 
@@ -180,16 +180,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
     ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(checkpoint, handle)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda handle: torch.save(checkpoint, handle))
 
 
 class LastCheckpoint(Checkpoint):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from mlplab.io import atomic_write
 
 
 def figure_to_png(fig: Figure, path: str | os.PathLike[str], dpi: float = 100) -> Path:
@@ -25,19 +26,7 @@ def figure_to_png(fig: Figure, path: str | os.PathLike[str], dpi: float = 100) -
     Returns:
         The destination path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target, so os.replace is a rename on one file system.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes the file private; results are for sharing
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:
