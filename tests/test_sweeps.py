@@ -1,0 +1,446 @@
+"""Sweeps: real Hydra multiruns (basic, joblib, submitit_local launchers, Optuna) in subprocesses.
+
+Every multirun runs tiny jobs (debug=fast: one epoch of 4 minibatches) with outputs in tmp_path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import subprocess
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from conftest import BIN, run_cli
+from mlplab.models.mlp import count_parameters, parse_activation, width_for_budget
+from mlplab.tasks.common import CONF_DIR, ROOT_DIR, quote_call_values
+from mlplab.tasks.report import collect_jobs, make_report
+
+TINY = ["debug=fast", "logger=none", "callbacks=none", "figures=false"]
+ACTIVATIONS = ["ReLU()", "Tanh()", "LeakyReLU(0.1)"]
+
+
+def only_sweep_dir(log_dir: Path) -> Path:
+    sweeps = sorted((log_dir / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 1, sweeps
+    return sweeps[0]
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(jobs, key=lambda p: int(p.name))
+
+
+def read(job: Path) -> dict:
+    return json.loads((job / "metrics.json").read_text())
+
+
+def job_config(job: Path) -> dict:
+    """The job's composed config as Hydra saved it (safe YAML)."""
+    return yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+
+
+def multirun(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+    return run_cli("train", "-m", *args, f"paths.log_dir={tmp_path}", cwd=tmp_path, env=env)
+
+
+# --- configs (compose API, no training) -------------------------------------------------------
+
+
+def compose_with_hydra(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def sweep_values(text: str) -> list:
+    """The values one sweep line hands its jobs: each job's ``key=<value>`` parsed as Hydra does."""
+    parser = OverridesParser.create()
+    override = parser.parse_override(f"key={text}")
+    if not override.is_sweep_override():
+        return [override.value()]
+    return [parser.parse_override(f"key={v}").value() for v in override.sweep_string_iterator()]
+
+
+def test_arch_sweep_config_is_a_27_job_grid_of_valid_specs():
+    params = compose_with_hydra(["sweep=arch"]).hydra.sweeper.params
+    widths = sweep_values(params["model.width"])
+    depths = sweep_values(params["model.depth"])
+    activations = sweep_values(params["model.activation"])
+    assert widths == [8, 32, 128] and depths == [1, 2, 3]
+    # The YAML's quoting hands Hydra three strings, each a spec the model parses.
+    assert activations == ACTIVATIONS
+    assert [type(parse_activation(a)).__name__ for a in activations] == [
+        "ReLU",
+        "Tanh",
+        "LeakyReLU",
+    ]
+    assert parse_activation(activations[2]).negative_slope == 0.1
+    assert compose_with_hydra(["sweep=arch"]).hydra.mode.name == "MULTIRUN"
+
+
+def test_command_line_activation_specs_are_quoted_for_hydra():
+    # The README's form: the shell quotes protect the parentheses, console_main quotes for Hydra.
+    (arg,) = quote_call_values(["model.activation=ReLU,Tanh,LeakyReLU(0.1)"])
+    assert arg == "model.activation=ReLU,Tanh,'LeakyReLU(0.1)'"
+    assert sweep_values(arg.split("=", 1)[1]) == ["ReLU", "Tanh", "LeakyReLU(0.1)"]
+
+
+@pytest.mark.filterwarnings("ignore:.*declarative_base.*")  # optuna 2.10 with SQLAlchemy 2
+def test_optuna_config_searches_lr_width_depth_activation_on_val_acc():
+    cfg = compose_with_hydra(["hparams_search=optuna"])
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.direction == "maximize" and sweeper.storage is None
+    assert cfg.optimized_metric == "val/acc" and cfg.data.val_fraction == 0.2
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    assert not fixed
+    lr = space["optimizer.lr"]
+    assert type(lr).__name__ == "LogUniformDistribution" and (lr.low, lr.high) == (1e-4, 0.1)
+    assert space["model.width"].choices == (8, 16, 32, 64, 128)
+    assert space["model.depth"].choices == (1, 2, 3)
+    # Optuna hands each choice back as override text; the inner quotes keep it a string.
+    for choice, spec in zip(space["model.activation"].choices, ACTIVATIONS, strict=True):
+        assert sweep_values(choice) == [spec]
+
+
+def test_launcher_configs_compose_without_schema_warnings():
+    # conf/ holds no file named like a plugin's own launcher config (joblib, submitit_local,
+    # submitit_slurm): Hydra would merge it into the plugin's schema with a deprecation warning.
+    ours = {p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")}
+    assert not ours & {"joblib", "submitit_local", "submitit_slurm"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        joblib = compose_with_hydra(["hydra/launcher=joblib"]).hydra.launcher
+        local = compose_with_hydra(["hydra/launcher=submitit_local"]).hydra.launcher
+        slurm = compose_with_hydra(["hydra/launcher=slurm", "paths.log_dir=/x"]).hydra.launcher
+    assert joblib.n_jobs == -1  # one job per core
+    assert local._target_.endswith("submitit_launcher.LocalLauncher")
+    assert slurm._target_.endswith("submitit_launcher.SlurmLauncher")
+    for knob in ("partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb"):
+        assert knob in slurm
+    assert slurm.array_parallelism == 64 and slurm.cpus_per_task == 2
+
+
+def test_slurm_launcher_renders_a_valid_sbatch_array():
+    """The slurm config's values, through submitit's own sbatch writer (no cluster needed)."""
+    from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
+
+    cfg = compose_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    names = SlurmExecutor._equivalence_dict()
+    params = {
+        names.get(k, k): v
+        for k, v in launcher.items()
+        if k in ("partition", "timeout_min", "cpus_per_task", "gpus_per_node", "setup", "nodes")
+    }
+    params["mem"] = f"{launcher['mem_gb']}GB"
+    params["array_parallelism"] = launcher["array_parallelism"]
+    text = _make_sbatch_string(
+        command="python job.py", folder="/tmp/sub/%j", map_count=100, **params
+    )
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=60",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --mem=4GB",
+        "#SBATCH --array=0-99%64",  # 100 jobs, 64 at a time
+        "export OMP_NUM_THREADS=2",
+    ):
+        assert line in text, text
+
+
+def test_torch_threads_callback_acts_in_multiruns_only(monkeypatch):
+    import torch
+    from hydra.types import RunMode
+
+    from mlplab.tasks.callbacks import TorchThreads
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    try:
+        single = OmegaConf.create({"hydra": {"mode": RunMode.RUN}})
+        TorchThreads(num_threads=1).on_job_start(single)
+        assert torch.get_num_threads() == before
+        job = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN}})
+        TorchThreads().on_job_start(job)  # null: OMP_NUM_THREADS where the job runs
+        assert torch.get_num_threads() == 3
+        TorchThreads(num_threads=1).on_job_start(job)
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", ["arch", "depth_budget", "seeds", "optuna"])
+def test_sweep_scripts_are_strict_executable_bash(name):
+    script = ROOT_DIR / "scripts" / f"sweep_{name}.sh"
+    assert os.access(script, os.X_OK)
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    # Each runs its sweep, then reports on exactly that folder, and exits with the sweep's status.
+    assert '"hydra.sweep.dir=$SWEEP"' in text and '"$BIN/mlplab-report" "$SWEEP"' in text
+    assert text.rstrip().endswith('exit "$status"')
+
+
+# --- real multiruns ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_arch_grid_with_the_basic_launcher_and_its_report(tmp_path):
+    result = multirun(tmp_path, "sweep=arch", "model.width=4,16", "model.depth=1,2", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert f"mlplab: 12 of 12 jobs ok in {sweep_dir}" in result.stdout
+    jobs = job_dirs(sweep_dir)
+    assert [j.name for j in jobs] == [str(i) for i in range(12)]
+    # Hydra's grid order: the last key varies fastest; command-line keys replace YAML lines.
+    grid = list(itertools.product([4, 16], [1, 2], ACTIVATIONS))
+    for job, (width, depth, activation) in zip(jobs, grid, strict=True):
+        record = read(job)
+        assert record["status"] == "ok" and record["output_dir"] == str(job)
+        model = job_config(job)["model"]
+        assert (model["width"], model["depth"], model["activation"]) == (width, depth, activation)
+        assert 0.0 <= record["metrics"]["test/acc"] <= 100.0
+        # The TorchThreads callback: OMP_NUM_THREADS threads per job, 1 when it is not set.
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+        assert f"torch threads in this job: {threads}\n" in (job / "train.log").read_text()
+
+    # The report of the finished sweep: every row, best test/acc first, figures.
+    summary = make_report(sweep_dir)
+    assert summary["jobs/ok"] == 12 and summary["jobs/total"] == 12
+    accs = {j.name: read(j)["metrics"]["test/acc"] for j in jobs}
+    rows = (sweep_dir / "summary.csv").read_text().splitlines()
+    assert rows[0].startswith("job,status,")
+    order = [row.split(",")[0] for row in rows[1:]]
+    assert sorted(accs, key=lambda name: (-accs[name], int(name))) == order
+    assert summary["best/test/acc"] == max(accs.values())
+    pngs = {
+        "test_acc_vs_model.width.png",
+        "test_acc_vs_model.depth.png",
+        "test_acc_heatmap_ReLU.png",
+        "test_acc_heatmap_Tanh.png",
+        "test_acc_heatmap_LeakyReLU_0.1.png",
+    }
+    assert pngs <= set(summary["files"])
+    for name in pngs:
+        assert (sweep_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({name})" in (sweep_dir / "summary.md").read_text()
+
+    # The same folder while "still being written": a job not started, one without metrics.json.
+    for path in (jobs[11] / "metrics.json", *jobs[11].rglob("*")):
+        path.unlink() if path.is_file() else None
+    for path in sorted(jobs[11].rglob("*"), reverse=True):
+        path.rmdir()
+    jobs[11].rmdir()
+    (jobs[10] / "metrics.json").unlink()
+    status = {job.name: job.status for job in collect_jobs(sweep_dir)}
+    assert status["10"] == "running" and status["11"] == "pending"
+    pending = next(job for job in collect_jobs(sweep_dir) if job.name == "11")
+    # Known from multirun.yaml: what job 11 will run.
+    assert pending.overrides["model.width"] == 16
+    assert pending.overrides["model.activation"] == "LeakyReLU(0.1)"
+    assert make_report(sweep_dir, figures=False)["jobs/ok"] == 10
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_readme_activation_sweep_with_joblib_fails_loudly_but_finishes(tmp_path):
+    # The README's command line: three activations (one with arguments), and a bad width.
+    result = multirun(
+        tmp_path,
+        "hydra/launcher=joblib",
+        "model.activation=ReLU,Tanh,LeakyReLU(0.1)",
+        "model.width=8,0",
+        *TINY,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=-1" in result.stdout + result.stderr
+    assert "validated against ConfigStore schema" not in result.stderr
+    sweep_dir = only_sweep_dir(tmp_path)
+    jobs = job_dirs(sweep_dir)
+    assert len(jobs) == 6 and len({read(j)["output_dir"] for j in jobs}) == 6
+    # joblib gives each of its n_jobs = cores workers OMP_NUM_THREADS = cores // n_jobs = 1.
+    if "OMP_NUM_THREADS" not in os.environ:
+        for job in jobs:
+            assert "torch threads in this job: 1\n" in (job / "train.log").read_text()
+    grid = list(itertools.product(["ReLU", "Tanh", "LeakyReLU(0.1)"], [8, 0]))
+    for job, (activation, width) in zip(jobs, grid, strict=True):
+        record = read(job)
+        assert job_config(job)["model"]["activation"] == activation
+        if width == 0:
+            assert record["status"] == "failed"
+            assert record["error"] == "model.width=0 is invalid: must be an integer >= 1"
+        else:
+            assert record["status"] == "ok", record
+    summary = [line for line in result.stderr.splitlines() if line.startswith("mlplab: ")]
+    assert summary == [
+        f"mlplab: 3 of 6 jobs ok in {sweep_dir}; failed: "
+        "1 (model.activation=ReLU, model.width=0: model.width=0 is invalid: must be an integer "
+        ">= 1), 3 (model.activation=Tanh, model.width=0: model.width=0 is invalid: must be an "
+        "integer >= 1), 5 (model.activation=LeakyReLU(0.1), model.width=0: model.width=0 is "
+        "invalid: must be an integer >= 1)"
+    ]
+
+    # mlplab-report with the folder as its only positional argument.
+    report = run_cli("report", str(sweep_dir), f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    rows = [line.split(",") for line in (sweep_dir / "summary.csv").read_text().splitlines()]
+    header, body = rows[0], rows[1:]
+    assert [row[header.index("status")] for row in body] == ["ok"] * 3 + ["failed"] * 3
+    ok_accs = [float(row[header.index("test/acc")]) for row in body[:3]]
+    assert ok_accs == sorted(ok_accs, reverse=True)
+    assert [row[0] for row in body[3:]] == ["1", "3", "5"]
+    assert all("must be an integer >= 1" in row[-1] for row in body[3:])
+    markdown = (sweep_dir / "summary.md").read_text()
+    assert "6 jobs: 3 ok, 3 failed" in markdown and "## Failed" in markdown
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_submitit_local_sweep_records_a_diverged_job(tmp_path):
+    result = multirun(
+        tmp_path,
+        "hydra/launcher=submitit_local",
+        "optimizer=sgd",
+        "optimizer.lr=0.1,1e30",
+        *TINY,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert (sweep_dir / ".submitit").is_dir()  # the jobs really went through submitit
+    ok, diverged = (read(j) for j in job_dirs(sweep_dir))
+    assert ok["status"] == "ok" and ok["output_dir"] == str(sweep_dir / "0")
+    assert diverged["status"] == "failed" and diverged["output_dir"] == str(sweep_dir / "1")
+    assert "training diverged" in diverged["error"] and diverged["metrics"] == {}
+    assert f"mlplab: 1 of 2 jobs ok in {sweep_dir}; failed: 1 (optimizer.lr=1e+30: " in (
+        result.stderr
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.filterwarnings("ignore:.*declarative_base.*")
+def test_optuna_search_maximises_val_acc_and_survives_failed_trials(tmp_path):
+    # Width 0 is refused: those trials fail (NaN objective), and the search must go on.
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "model.width=choice(0,8)"]
+    result = multirun(tmp_path, *args, *TINY)
+    assert "setup plugin alembic" not in result.stdout + result.stderr
+    sweep_dir = only_sweep_dir(tmp_path)
+    jobs = job_dirs(sweep_dir)
+    records = [read(j) for j in jobs]
+    assert len(records) == 3  # every trial ran
+    widths = [job_config(j)["model"]["width"] for j in jobs]
+    assert [r["status"] for r in records] == ["failed" if w == 0 else "ok" for w in widths]
+    assert set(widths) == {0, 8}  # this seed samples both: some trials fail, some finish
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"mlplab: {widths.count(8)} of 3 jobs ok in {sweep_dir}; failed: " in result.stderr
+    ok = [r for r in records if r["status"] == "ok"]
+    val = [r["metrics"]["val/acc"] for r in ok]
+    assert all(0.0 <= v <= 100.0 for v in val)
+    # A validation split of 20 % of the 3200 training points: 640 validation, 2560 trained on.
+    assert all(job_config(j)["data"]["val_fraction"] == 0.2 for j in jobs)
+    assert "Accuracy on the 2560 training samples" in result.stdout
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(val))
+    winner = ok[val.index(max(val))]
+    params = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in winner["overrides"]}
+    assert math.isclose(float(params["optimizer.lr"]), best["best_params"]["optimizer.lr"])
+    assert 1e-4 <= best["best_params"]["optimizer.lr"] <= 0.1
+    assert best["best_params"]["model.width"] == 8
+    assert best["best_params"]["model.activation"].strip("'") in ACTIVATIONS
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_depth_budget_script_widths_and_tensorboard_hparams(tmp_path):
+    """scripts/sweep_depth_budget.sh: widths from the budget, HPARAMS per job, the report."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.hparams import metadata
+
+    env = {**os.environ, "LAUNCHER": "basic", "LOG_DIR": str(tmp_path)}
+    script = ROOT_DIR / "scripts" / "sweep_depth_budget.sh"
+    # The TensorBoard logger stays: its HPARAMS are checked below.
+    args = ["model.depth=1,2,3", "debug=fast", "callbacks=none", "figures=false"]
+    result = subprocess.run(
+        ["bash", str(script), *args],
+        cwd=tmp_path,
+        env={**env, "PATH": f"{BIN}:{env['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    # The script names its folder <time>_<what><pid>, like Hydra's <time>_<id>.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_depth_budget\d+", sweep_dir.name)
+    records = {j.name: read(j) for j in job_dirs(sweep_dir)}
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
+    mux.Reload()
+    assert sorted(mux.Runs()) == ["0/tensorboard", "1/tensorboard", "2/tensorboard"]
+    content = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)
+    for job, depth in zip("012", (1, 2, 3), strict=True):
+        run = f"{job}/tensorboard"
+        tags = content[run]
+        start = metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG])
+        hparams = {
+            k: v.number_value if v.HasField("number_value") else v.string_value
+            for k, v in start.hparams.items()
+        }
+        width = width_for_budget(2, 4, depth, 100)
+        assert (hparams["model/depth"], hparams["model/width"]) == (depth, width)
+        # The smallest width reaching the budget: one unit less falls short of it.
+        assert hparams["model/params"] == count_parameters(2, [width] * depth, 4) >= 100
+        assert count_parameters(2, [width - 1] * depth, 4) < 100
+        experiment = metadata.parse_experiment_plugin_data(tags[metadata.EXPERIMENT_TAG])
+        shown = {info.name.tag for info in experiment.metric_infos}
+        assert {"test/acc", "test/loss"} <= shown
+        (final,) = mux.Scalars(run, "test/acc")
+        assert final.value == pytest.approx(records[job]["metrics"]["test/acc"])
+    # By hand, the parameters at width w and depth 1, 2, 3: 7w+4, w^2+8w+4, 2w^2+9w+4.
+    assert [width_for_budget(2, 4, d, 100) for d in (1, 2, 3)] == [14, 7, 6]
+
+    # The script's report: accuracy against depth.
+    assert (sweep_dir / "test_acc_vs_model.depth.png").stat().st_size > 1000
+    assert "| job | model.depth | test/acc" in (sweep_dir / "summary.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_ddp_sim_trains_two_ranks_on_halves_of_each_epoch(tmp_path):
+    result = run_cli(
+        "train",
+        "trainer=ddp_sim",
+        "trainer.max_epochs=20",
+        "logger=none",
+        "callbacks=none",
+        "figures=false",
+        f"paths.log_dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    record = read(run)
+    assert record["status"] == "ok"
+    metrics = record["metrics"]
+    # Each of the 2 ranks takes half of the 3200 training points: 13 minibatches of <= 128 per
+    # epoch instead of 25, so 20 epochs are 260 optimizer steps.
+    assert metrics["global_step"] == 20 * 13 and metrics["epochs"] == 20
+    assert metrics["test/acc"] > 50.0  # chance is 25 %
