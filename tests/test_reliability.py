@@ -63,7 +63,11 @@ def run(task: str, out: Path, *overrides: str) -> dict:
 
 
 def checkpoint_of(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    """last.ckpt of a run; its per-step loss curve (a float64 tensor) as a list of floats."""
+    path = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["mlplab"]["training_losses"] = checkpoint["mlplab"]["training_losses"].tolist()
+    return checkpoint
 
 
 def assert_same_run(a: Path, b: Path) -> None:
