@@ -379,12 +379,48 @@ def quote_call_values(argv: Sequence[str]) -> list[str]:
     return quoted
 
 
+def _is_sweep_value(value: str) -> bool:
+    parts = split_top_level(value)
+    name = value.split("(", 1)[0].strip()
+    return len(parts) > 1 or name in _HYDRA_FUNCTIONS
+
+
+def check_composes(config_name: str, argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
+    """Compose ``config_name`` with the command-line overrides, as Hydra is about to.
+
+    Hydra reports a bad override (an unknown key without ``+``, a type clash) in several lines;
+    this says it in one. Command lines with flags (``-m``, ``--cfg``) or sweep values are left to
+    Hydra, which parses those itself.
+
+    Raises:
+        ValueError: Hydra's message, on one line.
+    """
+    overrides = list(argv)
+    if not overrides or any(
+        a.startswith("-") or _is_sweep_value(a.partition("=")[2]) for a in overrides
+    ):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(str(conf_dir), version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        cause = f" ({str(err.__cause__).splitlines()[0]})" if err.__cause__ else ""
+        where = getattr(err, "override", None)  # parse errors know the override, not the key
+        prefix = f"cannot parse {where!r}: " if where else ""
+        raise ValueError(prefix + " ".join(str(err).split()) + cause) from None
+
+
 def console_main(hydra_main: Callable[[], Any], task_name: str) -> None:
-    """Console-script entry: quote activation specs, check group choices, then run Hydra."""
+    """Console-script entry: quote activation specs, check the overrides, then run Hydra."""
     sys.argv[1:] = quote_call_values(sys.argv[1:])
     try:
         check_group_choices(sys.argv[1:])
-    except ConfigError as err:
+        check_composes(task_name, sys.argv[1:])
+    except ValueError as err:
         print(f"mlplab-{task_name}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     hydra_main()

@@ -1,0 +1,77 @@
+"""The console-script front door: activation quoting, group options, Hydra errors in one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+from mlplab.tasks.common import (
+    ConfigError,
+    check_composes,
+    check_group_choices,
+    quote_call_values,
+    split_top_level,
+)
+
+
+def test_split_top_level_keeps_brackets_and_quotes_whole():
+    assert split_top_level("ReLU,LeakyReLU(0.1, True),[1,2],{a:1,b:2},'x,y'") == [
+        "ReLU",
+        "LeakyReLU(0.1, True)",
+        "[1,2]",
+        "{a:1,b:2}",
+        "'x,y'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("model.activation=LeakyReLU(0.1)", "model.activation='LeakyReLU(0.1)'"),
+        ("model.activation=ReLU,LeakyReLU(0.1)", "model.activation=ReLU,'LeakyReLU(0.1)'"),
+        ("model.activation='ELU(alpha=0.5)'", "model.activation='ELU(alpha=0.5)'"),
+        ("model.width=choice(8,16)", "model.width=choice(8,16)"),  # Hydra's own sweep function
+        ("model.width=range(8,64,8)", "model.width=range(8,64,8)"),
+        ("seed=1,2,3", "seed=1,2,3"),
+        ("-m", "-m"),
+    ],
+)
+def test_activation_specs_are_quoted_for_hydra(arg, expected):
+    assert quote_call_values([arg]) == [expected]
+
+
+def test_unknown_group_option_is_refused_naming_the_group_and_the_options():
+    with pytest.raises(ConfigError, match=r"^loss='foo' is invalid: must be one of custom_ce, "):
+        check_group_choices(["loss=foo"])
+    with pytest.raises(ConfigError, match=r"^optimizer='adamw'"):
+        check_group_choices(["-m", "optimizer=adam,adamw"])
+    check_group_choices(["loss=torch_ce", "experiment=null", "model.width=3"])  # all fine
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.foo=1"], r"Could not override 'trainer\.foo'.*\+trainer\.foo=1"),
+        (["model.hidden_units=[1"], r"^cannot parse 'model\.hidden_units=\[1'"),
+        (["~seed=5"], r"seed"),
+    ],
+)
+def test_hydra_override_errors_become_one_line(overrides, message):
+    with pytest.raises(ValueError, match=message) as info:
+        check_composes("train", overrides)
+    assert "\n" not in str(info.value)
+
+
+def test_valid_and_sweep_command_lines_pass_the_check():
+    check_composes("train", ["model.width=8", "+trainer.gradient_clip_val=0"])
+    check_composes("train", ["model.width=8,16"])  # a sweep value: left to Hydra's multirun
+    check_composes("train", ["-m", "seed=1,2"])
+
+
+@pytest.mark.slow
+def test_unknown_key_on_the_real_command_line_is_one_line_exit_2(tmp_path):
+    result = run_cli("train", "trainer.foo=1", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlplab-train: error: Could not override")
+    assert not (tmp_path / "train").exists()  # refused before Hydra made a run folder
