@@ -2,61 +2,14 @@
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 import torch
 from lightning_fabric.utilities.data import _set_sampler_epoch
 
 from mlplab.data.datamodule import EpochPermutation, SpiralDataModule
+from tutorial import create_spiral_dataset, set_seed, shuffle_and_split_data
 
 SEED = 2021
-
-
-def set_seed(seed=None, seed_torch=True):
-    """The tutorial's ``set_seed`` (without its print)."""
-    if seed is None:
-        seed = np.random.choice(2**32)
-    random.seed(seed)
-    np.random.seed(seed)
-    if seed_torch:
-        torch.manual_seed(seed)
-        torch.cuda.manual_seed_all(seed)
-        torch.cuda.manual_seed(seed)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-
-
-def create_spiral_dataset(K, sigma, N):
-    """The tutorial's ``create_spiral_dataset``, verbatim: the oracle."""
-    t = torch.linspace(0, 1, N)
-    X = torch.zeros(K * N, 2)
-    y = torch.zeros(K * N)
-    for k in range(K):
-        X[k * N : (k + 1) * N, 0] = t * (
-            torch.sin(2 * np.pi / K * (2 * t + k)) + sigma * torch.randn(N)
-        )
-        X[k * N : (k + 1) * N, 1] = t * (
-            torch.cos(2 * np.pi / K * (2 * t + k)) + sigma * torch.randn(N)
-        )
-        y[k * N : (k + 1) * N] = k
-    return X, y
-
-
-def shuffle_and_split_data(X, y, seed):
-    """The tutorial's ``shuffle_and_split_data`` solution: note its (test, train) return order."""
-    torch.manual_seed(seed)
-    N = X.shape[0]
-    shuffled_indices = torch.randperm(N)
-    X = X[shuffled_indices]
-    y = y[shuffled_indices]
-    test_size = int(0.2 * N)
-    X_test = X[:test_size]
-    y_test = y[:test_size]
-    X_train = X[test_size:]
-    y_train = y[test_size:]
-    return X_test, y_test, X_train, y_train
 
 
 @pytest.fixture(scope="module")

@@ -17,32 +17,7 @@ from mlplab.neuron.lif import (
     simulate,
     spike_counts,
 )
-
-
-def run_LIF(I, T=50, dt=0.1, tau_ref=10, Rm=1, Cm=10, Vth=1, V_spike=0.5):
-    """The tutorial's run_LIF, verbatim (W1D3 Tutorial 1, Bonus section): the oracle."""
-    # Set up array of time steps
-    time = torch.arange(0, T + dt, dt)
-
-    # Set up array for tracking Vm
-    Vm = torch.zeros(len(time))
-
-    # Iterate over each time step
-    t_rest = 0
-    for i, t in enumerate(time):
-        # If t is after refractory period
-        if t > t_rest:
-            Vm[i] = Vm[i - 1] + 1 / Cm * (-Vm[i - 1] / Rm + I) * dt
-
-        # If Vm is over the threshold
-        if Vm[i] >= Vth:
-            # Increase volatage by change due to spike
-            Vm[i] += V_spike
-
-            # Set up new refactory period
-            t_rest = t + tau_ref
-
-    return time, Vm
+from tutorial import run_LIF
 
 
 def tutorial_counts(Rm, tau_ref, Is):
