@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -53,6 +54,14 @@ def run_cli(
     return subprocess.run(
         cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def checkpoint_of(run_dir: Path) -> dict:
+    """last.ckpt of a run; its per-step loss curve (a float64 tensor) as a list of floats."""
+    path = Path(run_dir) / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["mlplab"]["training_losses"] = checkpoint["mlplab"]["training_losses"].tolist()
+    return checkpoint
 
 
 def read_metrics(run_dir: Path) -> dict:

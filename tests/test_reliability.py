@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from conftest import BIN, read_metrics, run_cli
+from conftest import BIN, checkpoint_of, read_metrics, run_cli
 from mlplab.tasks.common import CONF_DIR, run_task
 from mlplab.tasks.eval import _eval_body
 from mlplab.tasks.runtime import AtomicCheckpointIO, quiet_expected_warnings
@@ -60,14 +60,6 @@ def run(task: str, out: Path, *overrides: str) -> dict:
     cfg = compose_task(task, list(overrides), out)
     run_task(cfg, BODIES[task], output_dir=out, overrides=list(overrides), multirun=False)
     return read_metrics(out)
-
-
-def checkpoint_of(run_dir: Path) -> dict:
-    """last.ckpt of a run; its per-step loss curve (a float64 tensor) as a list of floats."""
-    path = run_dir / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint["mlplab"]["training_losses"] = checkpoint["mlplab"]["training_losses"].tolist()
-    return checkpoint
 
 
 def assert_same_run(a: Path, b: Path) -> None:

@@ -18,7 +18,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from conftest import read_metrics, run_cli
+from conftest import checkpoint_of, read_metrics, run_cli
 from mlplab.data.datamodule import epoch_seed
 from mlplab.data.spiral import make_spiral, shuffle_split
 from mlplab.models.mlp import MLP
@@ -47,14 +47,6 @@ def fit(compose_config, out: Path, *overrides: str) -> dict:
         cfg.paths.output_dir = str(out)
     run_task(cfg, _train_body, output_dir=out, overrides=list(overrides), multirun=False)
     return read_metrics(out)
-
-
-def checkpoint_of(run_dir: Path) -> dict:
-    """last.ckpt of a run; its per-step loss curve (a float64 tensor) as a list of floats."""
-    path = run_dir / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint["mlplab"]["training_losses"] = checkpoint["mlplab"]["training_losses"].tolist()
-    return checkpoint
 
 
 def net_of(run_dir: Path, width: int = 16) -> MLP:
