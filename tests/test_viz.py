@@ -28,22 +28,9 @@ from mlplab.viz import (
     sample_grid,
 )
 from mlplab.viz._common import class_colors
+from tutorial import run_LIF
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def tutorial_run_LIF(I, T=50, dt=0.1, tau_ref=10, Rm=1, Cm=10, Vth=1, V_spike=0.5):  # noqa: E741
-    """The tutorial's LIF simulation, as written there (its signature included)."""
-    time_ = torch.arange(0, T + dt, dt)
-    Vm = torch.zeros(len(time_))
-    t_rest = 0
-    for i, t in enumerate(time_):
-        if t > t_rest:
-            Vm[i] = Vm[i - 1] + 1 / Cm * (-Vm[i - 1] / Rm + I) * dt
-        if Vm[i] >= Vth:
-            Vm[i] += V_spike
-            t_rest = t + tau_ref
-    return time_, Vm
 
 
 def tutorial_sample_grid(M=500, x_max=2.0):
@@ -227,7 +214,7 @@ def test_training_loss_single_and_with_epoch_means():
 
 
 def test_lif_trace_marks_the_tutorials_spikes():
-    time_, Vm = tutorial_run_LIF(1.5)
+    time_, Vm = run_LIF(1.5)
     n_spikes = int(torch.sum(Vm > 1))  # the tutorial's spike count
     assert n_spikes > 0
     (ax,) = plot_lif_trace(time_, Vm, Vth=1.0).axes
@@ -242,8 +229,8 @@ def test_lif_trace_marks_the_tutorials_spikes():
 
 
 def test_lif_trace_several_traces():
-    time_, Vm1 = tutorial_run_LIF(1.5)
-    _, Vm2 = tutorial_run_LIF(3.0)
+    time_, Vm1 = run_LIF(1.5)
+    _, Vm2 = run_LIF(3.0)
     (ax,) = plot_lif_trace(time_, torch.stack([Vm1, Vm2]), labels=["I=1.5", "I=3"]).axes
     assert len(ax.lines) == 3
     assert len(ax.collections[0].get_offsets()) == int((Vm1 > 1).sum() + (Vm2 > 1).sum())
