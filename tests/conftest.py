@@ -19,6 +19,16 @@ from omegaconf import DictConfig, open_dict
 from mlplab.tasks.common import CONF_DIR
 
 BIN = Path(sys.executable).parent
+# A training run of seconds: 400 points (320 to train on, 10 minibatches of 32), 2 epochs.
+SMALL_TRAIN = [
+    "data.points_per_class=100",
+    "data.batch_size=32",
+    "model.width=16",
+    "trainer.max_epochs=2",
+    "grid_size=40",
+]
+# The default callbacks without the terminal output (progress bar, model summary).
+NO_PROGRESS = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 
 
 @pytest.fixture

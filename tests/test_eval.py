@@ -9,20 +9,12 @@ import torch
 from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
-from conftest import read_metrics
+from conftest import NO_PROGRESS, SMALL_TRAIN, read_metrics
 from mlplab.tasks.common import run_task
 from mlplab.tasks.eval import _eval_body
 from mlplab.tasks.train import _train_body
 
-SMALL = [
-    "data.points_per_class=100",
-    "data.batch_size=32",
-    "model.width=16",
-    "trainer.max_epochs=2",
-    "grid_size=40",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
-]
+SMALL = [*SMALL_TRAIN, *NO_PROGRESS]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

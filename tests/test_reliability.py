@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from conftest import BIN, checkpoint_of, read_metrics, run_cli
+from conftest import BIN, NO_PROGRESS, SMALL_TRAIN, checkpoint_of, read_metrics, run_cli
 from mlplab.tasks.common import CONF_DIR, run_task
 from mlplab.tasks.eval import _eval_body
 from mlplab.tasks.runtime import AtomicCheckpointIO, quiet_expected_warnings
@@ -28,16 +28,7 @@ from mlplab.tasks.train import _train_body
 
 HAS_CUDA = torch.cuda.is_available()
 BODIES = {"train": _train_body, "eval": _eval_body}
-# 400 points, 320 for training: 10 minibatches of 32 per epoch; no progress bar or summary.
-SMALL = [
-    "data.points_per_class=100",
-    "data.batch_size=32",
-    "model.width=16",
-    "trainer.max_epochs=2",
-    "grid_size=40",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_summary=null",
-]
+SMALL = [*SMALL_TRAIN, *NO_PROGRESS]
 FINAL = ("test/acc", "test/loss", "train/acc", "train/loss", "global_step", "epochs")
 
 

@@ -18,21 +18,14 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from conftest import checkpoint_of, read_metrics, run_cli
+from conftest import SMALL_TRAIN, checkpoint_of, read_metrics, run_cli
 from mlplab.data.datamodule import epoch_seed
 from mlplab.data.spiral import make_spiral, shuffle_split
 from mlplab.models.mlp import MLP
 from mlplab.tasks.common import run_task
 from mlplab.tasks.train import _train_body, build_run
 
-# 400 points, 320 for training: 10 minibatches of 32 per epoch.
-SMALL = [
-    "data.points_per_class=100",
-    "data.batch_size=32",
-    "model.width=16",
-    "trainer.max_epochs=2",
-    "grid_size=40",
-]
+SMALL = SMALL_TRAIN
 QUIET = ["logger=none", "callbacks=none", "figures=false"]
 PNG = b"\x89PNG\r\n\x1a\n"
 TUTORIAL_TRAIN = re.compile(r"^Accuracy on the (\d+) training samples: (\d+\.\d\d)$", re.M)
