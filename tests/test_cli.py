@@ -6,7 +6,9 @@ import pytest
 
 from conftest import run_cli
 from mlplab.tasks.common import (
+    CONF_DIR,
     ConfigError,
+    _all_keys_known,
     check_composes,
     check_group_choices,
     quote_call_values,
@@ -59,6 +61,31 @@ def test_unknown_group_option_is_refused_naming_the_group_and_the_options():
 def test_hydra_override_errors_become_one_line(overrides, message):
     with pytest.raises(ValueError, match=message) as info:
         check_composes("train", overrides)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "known"),
+    [
+        ("train", ["seed=1", "model.width=3"], True),  # keys of the primary config
+        ("train", ["trainer.max_epochs=3", "paths.log_dir=/x"], True),  # of default options
+        ("train", ["logger=csv", "logger.save_dir=x"], True),  # of the option picked here
+        ("lif", ["lif.Rm.num=3", "trace.I=2"], True),
+        ("train", ["trainer.foo=1"], False),  # not in trainer/cpu.yaml: Hydra must say it
+        ("train", ["logger=none", "logger.save_dir=x"], False),
+        ("train", ["callbacks.model_checkpoint=5"], False),  # replaces a mapping
+        ("train", ["experiment=tutorial", "trainer.max_epochs=3"], False),  # a global option
+        ("train", ["+trainer.gradient_clip_val=0"], False),
+        ("lif", ["lif.Rm.foo=3"], False),
+    ],
+)
+def test_override_keys_known_without_composing(config, overrides, known):
+    assert _all_keys_known(config, overrides, CONF_DIR) is known
+
+
+def test_unknown_key_of_a_group_option_is_one_line():
+    with pytest.raises(ValueError, match=r"Could not override 'paths\.foo'") as info:
+        check_composes("lif", ["mode=sweep", "paths.foo=1"])
     assert "\n" not in str(info.value)
 
 

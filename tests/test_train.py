@@ -281,6 +281,10 @@ def test_resume_from_last_ckpt_equals_an_uninterrupted_run(compose_config, tmp_p
         ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid: must be a number > 0"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 is invalid: must be an integer >= 1"),
         ("data.num_classes=1", "data.num_classes=1 is invalid: must be an integer >= 2"),
+        (
+            "callbacks.model_checkpoint=5",
+            "callbacks.model_checkpoint=5 is invalid: must be a callback config",
+        ),
     ],
 )
 def test_bad_value_stops_before_training(compose_config, tmp_path, capsys, override, line) -> None:

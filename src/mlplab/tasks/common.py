@@ -7,6 +7,7 @@ exits non-zero (in a multirun the job is recorded as failed and the sweep goes o
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -385,17 +386,59 @@ def _is_sweep_value(value: str) -> bool:
     return len(parts) > 1 or name in _HYDRA_FUNCTIONS
 
 
+def _default_options(primary: DictConfig) -> dict[str, str]:
+    """``group -> option`` of the plain entries of a primary config's defaults list."""
+    options = {}
+    for entry in primary.get("defaults") or []:
+        if isinstance(entry, DictConfig):
+            for group, option in entry.items():
+                if isinstance(option, str):
+                    options[str(group)] = option
+    return options
+
+
+def _is_global_package(option_file: Path) -> bool:
+    """Whether a group option file starts with ``# @package _global_`` (it may set any key)."""
+    with option_file.open() as handle:
+        return any("@package _global_" in line for line in itertools.islice(handle, 5))
+
+
+def _has_scalar_key(node: DictConfig, key: str) -> bool:
+    """Whether ``key`` holds a plain value in ``node``: an override can only replace it."""
+    # Walked unresolved: interpolations to other groups cannot resolve in one file alone.
+    value: Any = OmegaConf.to_container(node, resolve=False)
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return not isinstance(value, dict | list)
+
+
 def _all_keys_known(config_name: str, overrides: Sequence[str], conf_dir: Path) -> bool:
-    """Every override sets a key of the primary config file or picks a config-group option."""
+    """Every override sets a key of the primary config file or of a chosen group option file,
+    or picks a config-group option; an option that may change other groups makes it unknown."""
     groups = config_groups(conf_dir)
     primary = OmegaConf.load(conf_dir / f"{config_name}.yaml")
+    chosen = _default_options(primary)
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        if key in groups and sep:
+            if value and value != "null" and _is_global_package(conf_dir / key / f"{value}.yaml"):
+                return False  # e.g. experiment=...: it may re-pick other groups' options
+            chosen[key] = value
     for arg in overrides:
         key, sep, _ = arg.partition("=")
         if not sep or key.startswith(("+", "~")) or "(" in arg:
             return False
         if key in groups:  # its option was checked by check_group_choices
             continue
-        if OmegaConf.select(primary, key, default=_MISSING) is _MISSING:
+        if _has_scalar_key(primary, key):
+            continue
+        group, _, rest = key.partition(".")
+        option = chosen.get(group)
+        if group not in groups or not option or option == "null" or not rest:
+            return False
+        if not _has_scalar_key(OmegaConf.load(conf_dir / group / f"{option}.yaml"), rest):
             return False
     return True
 

@@ -159,7 +159,13 @@ def validate_callbacks_config(cfg: DictConfig, logged: Iterable[str]) -> None:
     callbacks = cfg.get("callbacks")
     if not callbacks:
         return
-    for name in callbacks:
+    if not isinstance(callbacks, DictConfig):
+        raise ConfigError("callbacks", callbacks, "must be a mapping of callback configs or null")
+    for name, node in callbacks.items():
+        if node is not None and not isinstance(node, DictConfig):
+            raise ConfigError(
+                f"callbacks.{name}", node, "must be a callback config (with _target_) or null"
+            )
         check_arguments(cfg, f"callbacks.{name}")
     if (callbacks.get("last_checkpoint") or {}).get("every_n_epochs") is not None:
         common.check_int(cfg, "callbacks.last_checkpoint.every_n_epochs", minimum=1)
