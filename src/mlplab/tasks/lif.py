@@ -28,6 +28,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -729,12 +730,14 @@ def save_figures(
     ``fixed_layout`` keeps matplotlib's default margins instead of constrained layout, which is
     about half of each render; the grid figures (one axes, one colour bar) fit those margins.
     """
+    from mlplab.viz.io import PNG_OPTIONS
+
     pngs = {}
     for name, fig in figures.items():
         if fixed_layout:
             fig.set_layout_engine("none")
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
+        fig.savefig(buffer, format="png", dpi=100, pil_kwargs=PNG_OPTIONS)
         pngs[name] = buffer.getvalue()
         atomic_write(output_dir / f"{name}.png", lambda handle, data=pngs[name]: handle.write(data))
     return pngs
@@ -858,28 +861,43 @@ def _trace_run(cfg: DictConfig, spec: TraceSpec, output_dir: Path) -> dict[str, 
     return metrics
 
 
+def _import_output_modules(cfg: DictConfig) -> None:
+    """Import matplotlib (and TensorBoard's writer) ahead of use, on a worker thread."""
+    import mlplab.viz  # noqa: F401
+
+    node = cfg.get("logger")
+    if node and str(node.get("_target_", "")).endswith("TensorBoardLogger"):
+        import torch.utils.tensorboard  # noqa: F401
+
+
 def _grid_run(cfg: DictConfig, spec: GridSpec, output_dir: Path) -> dict[str, float]:
     check_time_step(
         "lif", spec.dt, spec.Rm.values[0].item(), spec.Cm, spec.method, rm_key=f"{spec.key}.Rm"
     )
-    result = run_grid(spec)
-    with _serial_kernels():
-        metrics = grid_metrics(spec, result)
-    n_rm, n_tau, n_i = spec.shape
-    print(
-        f"{n_rm} Rm x {n_tau} tau_ref x {n_i} I = {metrics['lif/neurons']} neurons, "
-        f"{result.steps} steps ({spec.counts}, {spec.method}, {spec.dtype}) in "
-        f"{result.sim_time_s:.3g} s; max |simulated - analytic| "
-        f"{metrics['lif/max_abs_rate_error_hz']:.4g} Hz; distance to ReLU "
-        f"{metrics['lif/distance_to_relu_min']:.3g}..{metrics['lif/distance_to_relu_max']:.3g}"
-    )
-    save_grid(spec, result, output_dir)
-    if spec.mode == "fi":
-        pairs = [(r, t) for r in range(n_rm) for t in range(n_tau)]
-        figures = {"fi_curves": fi_figure(spec, result, pairs, spec.units)}
-    else:
-        figures = sweep_figures(spec, result)
-    pngs = save_figures(figures, output_dir, fixed_layout=True)
+    # Outputs cost more than a closed-form grid, so they overlap other work on a second thread:
+    # the imports run while torch kernels (which release the GIL) count the spikes, and the npz
+    # and CSV, mostly numpy without the GIL, are written while matplotlib renders the figures.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlplab-lif-outputs") as pool:
+        pool.submit(_import_output_modules, cfg)  # a failure resurfaces at the real import
+        result = run_grid(spec)
+        with _serial_kernels():
+            metrics = grid_metrics(spec, result)
+        n_rm, n_tau, n_i = spec.shape
+        print(
+            f"{n_rm} Rm x {n_tau} tau_ref x {n_i} I = {metrics['lif/neurons']} neurons, "
+            f"{result.steps} steps ({spec.counts}, {spec.method}, {spec.dtype}) in "
+            f"{result.sim_time_s:.3g} s; max |simulated - analytic| "
+            f"{metrics['lif/max_abs_rate_error_hz']:.4g} Hz; distance to ReLU "
+            f"{metrics['lif/distance_to_relu_min']:.3g}..{metrics['lif/distance_to_relu_max']:.3g}"
+        )
+        saved = pool.submit(save_grid, spec, result, output_dir)
+        if spec.mode == "fi":
+            pairs = [(r, t) for r in range(n_rm) for t in range(n_tau)]
+            figures = {"fi_curves": fi_figure(spec, result, pairs, spec.units)}
+        else:
+            figures = sweep_figures(spec, result)
+        pngs = save_figures(figures, output_dir, fixed_layout=True)
+        saved.result()  # re-raises a failed write here
     _log_run(cfg, metrics, hparams_of(spec), pngs)
     return metrics
 
