@@ -217,10 +217,12 @@ def test_tensorboard_scalars_images_and_hparams(compose_config, tmp_path, steps_
         assert step == 30
         assert value == pytest.approx(metrics[tag], abs=1e-6)
 
-    for tag in ("figures/decision_map", "figures/training_loss"):
-        (image,) = images[tag]
+    for name in ("decision_map", "training_loss"):
+        (image,) = images[f"figures/{name}"]
         assert image.step == 30 and image.width > 100 and image.height > 100
         assert image.encoded_image_string.startswith(PNG)
+        # One render: TensorBoard holds the very PNG of the run folder.
+        assert image.encoded_image_string == (out / f"{name}.png").read_bytes()
 
     start = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"])
     values = {

@@ -329,10 +329,10 @@ def test_metric_vs_one_line_per_series():
 
 def test_figure_to_png_writes_atomically(tmp_path):
     fig = plot_training_loss([3.0, 2.0, 1.0])
-    path = figure_to_png(fig, tmp_path / "sub" / "loss.png")
-    assert path == tmp_path / "sub" / "loss.png"
+    path = tmp_path / "sub" / "loss.png"
+    png = figure_to_png(fig, path)
     data = path.read_bytes()
-    assert data.startswith(PNG_SIGNATURE)
+    assert data == png and data.startswith(PNG_SIGNATURE)
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (640, 480)  # 6.4 x 4.8 inches at dpi 100
     assert [p.name for p in path.parent.iterdir()] == ["loss.png"]

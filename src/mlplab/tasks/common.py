@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import secrets
+import struct
 import sys
 import time
 import traceback
@@ -210,6 +211,15 @@ def _finite_or_none(metrics: dict[str, Any]) -> dict[str, Any]:
         else:
             clean[key] = value
     return clean
+
+
+def png_summary(tag: str, png: bytes) -> Any:
+    """A TensorBoard image summary holding PNG bytes as they are (no decoding, no re-encoding)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk, right after the signature
+    image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def one_line(err: BaseException) -> str:

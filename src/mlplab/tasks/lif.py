@@ -19,11 +19,9 @@ neither Lightning nor torchmetrics, and matplotlib and TensorBoard only when the
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
 import logging
 import math
-import struct
 import sys
 import time
 import warnings
@@ -730,16 +728,13 @@ def save_figures(
     ``fixed_layout`` keeps matplotlib's default margins instead of constrained layout, which is
     about half of each render; the grid figures (one axes, one colour bar) fit those margins.
     """
-    from mlplab.viz.io import PNG_OPTIONS
+    from mlplab.viz.io import figure_to_png
 
     pngs = {}
     for name, fig in figures.items():
         if fixed_layout:
             fig.set_layout_engine("none")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100, pil_kwargs=PNG_OPTIONS)
-        pngs[name] = buffer.getvalue()
-        atomic_write(output_dir / f"{name}.png", lambda handle, data=pngs[name]: handle.write(data))
+        pngs[name] = figure_to_png(fig, output_dir / f"{name}.png")
     return pngs
 
 
@@ -808,7 +803,6 @@ def _tensorboard_dir(node: DictConfig) -> Path:
 def _log_tensorboard(
     node: DictConfig, metrics: dict[str, float], hparams: dict[str, Any], pngs: dict[str, bytes]
 ) -> None:
-    from tensorboard.compat.proto.summary_pb2 import Summary
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams as hparams_summary
 
@@ -819,15 +813,8 @@ def _log_tensorboard(
             if value is not None and math.isfinite(value):
                 writer.add_scalar(key, value, 0)
         file_writer = writer._get_file_writer()
-        for name, png in pngs.items():
-            # The PNG already written is logged as is: no second render, no re-encoding.
-            width, height = struct.unpack(">II", png[16:24])
-            image = Summary.Image(
-                height=height, width=width, colorspace=4, encoded_image_string=png
-            )
-            file_writer.add_summary(
-                Summary(value=[Summary.Value(tag=f"figures/{name}", image=image)]), 0
-            )
+        for name, png in pngs.items():  # the PNG already written, as is: no second render
+            file_writer.add_summary(common.png_summary(f"figures/{name}", png), 0)
         columns = {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
         for summary in hparams_summary(hparams, columns):
             file_writer.add_summary(summary)

@@ -372,10 +372,10 @@ def save_decision_map(
 
 
 def log_figures(figures: dict[str, Figure], output_dir: Path, writer: Any, step: int) -> None:
-    """Save each figure as ``<output_dir>/<name>.png`` and log it to TensorBoard if asked."""
-    from mlplab.viz import figure_to_array, figure_to_png
+    """Save each figure as ``<output_dir>/<name>.png`` and log the same PNG to TensorBoard."""
+    from mlplab.viz import figure_to_png
 
     for name, fig in figures.items():
-        figure_to_png(fig, Path(output_dir) / f"{name}.png")
-        if writer is not None:
-            writer.add_image(f"figures/{name}", figure_to_array(fig), step, dataformats="HWC")
+        png = figure_to_png(fig, Path(output_dir) / f"{name}.png")
+        if writer is not None:  # one render: the file's bytes are the TensorBoard image
+            writer._get_file_writer().add_summary(common.png_summary(f"figures/{name}", png), step)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import os
-from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,7 +15,14 @@ from mlplab.io import atomic_write
 PNG_OPTIONS = {"compress_level": 1}
 
 
-def figure_to_png(fig: Figure, path: str | os.PathLike[str], dpi: float = 100) -> Path:
+def figure_to_png_bytes(fig: Figure, dpi: float = 100) -> bytes:
+    """The figure encoded as PNG, in memory (to write to a file and log to TensorBoard as is)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, pil_kwargs=PNG_OPTIONS)
+    return buffer.getvalue()
+
+
+def figure_to_png(fig: Figure, path: str | os.PathLike[str], dpi: float = 100) -> bytes:
     """Save a figure as PNG atomically: a reader never sees a half-written file.
 
     The image goes to a temporary file in the target folder (created if missing), then
@@ -27,11 +34,11 @@ def figure_to_png(fig: Figure, path: str | os.PathLike[str], dpi: float = 100) -
         dpi: Resolution; 100 keeps run folders small.
 
     Returns:
-        The destination path.
+        The PNG bytes written.
     """
-    return atomic_write(
-        path, lambda handle: fig.savefig(handle, format="png", dpi=dpi, pil_kwargs=PNG_OPTIONS)
-    )
+    png = figure_to_png_bytes(fig, dpi)
+    atomic_write(path, lambda handle: handle.write(png))
+    return png
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:
