@@ -11,9 +11,12 @@ Times real subprocesses of the console script (median of ``--repeats`` runs each
 The machine's load (other processes) is printed with the table, since it moves every wall time;
 the CPU time (user + sys of the run) moves much less with it.
 ``--docs-figure PATH`` also writes a 2x2 montage of the sweep's four figures (docs/lif.png).
+``--before REF`` also times the code of git revision REF (its ``src/`` and ``conf/``, put first on
+PYTHONPATH), alternating with the working tree run by run, so both see the same machine.
 
 Usage:
-    .venv/bin/python scripts/bench_lif_task.py [--repeats 3] [--check] [--docs-figure docs/lif.png]
+    .venv/bin/python scripts/bench_lif_task.py [--repeats 3] [--check] [--before REF]
+        [--docs-figure docs/lif.png]
 """
 
 from __future__ import annotations
@@ -42,8 +45,16 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_command(args: list[str], log_dir: Path) -> tuple[float, float, int]:
-    """Wall time, CPU time (user + sys) and exit status of one ``mlplab-lif`` run."""
+def time_command(
+    args: list[str], log_dir: Path, src: Path | None = None
+) -> tuple[float, float, int]:
+    """Wall time, CPU time (user + sys) and exit status of one ``mlplab-lif`` run.
+
+    ``src``: a ``src/`` folder to import mlplab from instead of the installed working tree.
+    """
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     cpu = children_cpu_s()
     start = time.perf_counter()
     proc = subprocess.run(
@@ -51,6 +62,7 @@ def time_command(args: list[str], log_dir: Path) -> tuple[float, float, int]:
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     wall = time.perf_counter() - start
     if proc.returncode not in (0, 2):
@@ -71,19 +83,35 @@ def write_montage(run_dir: Path, path: Path) -> None:
     fig.savefig(path, dpi=70, pil_kwargs={"optimize": True})
 
 
+def export_revision(ref: str, into: Path) -> Path:
+    """``src/`` and ``conf/`` of git revision ``ref`` under ``into``; returns its ``src``."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", ref, "src", "conf"], capture_output=True, check=True
+    )
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per command (median)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     parser.add_argument("--docs-figure", type=Path, help="write the sweep's 2x2 montage here")
+    parser.add_argument("--before", metavar="REF", help="also time git revision REF, alternating")
     args = parser.parse_args()
 
     load_before = os.getloadavg()
     rows, missed = [], False
     with tempfile.TemporaryDirectory(prefix="bench_lif_task_") as tmp:
+        before_src = export_revision(args.before, Path(tmp) / "before") if args.before else None
         for label, (command, target) in COMMANDS.items():
-            walls, cpus = [], []
+            walls, cpus, before_walls = [], [], []
             for repeat in range(args.repeats):
+                if before_src is not None:
+                    out = Path(tmp) / f"before_{len(rows)}_{repeat}"
+                    before_walls.append(time_command(command, out, before_src)[0])
                 wall, cpu, code = time_command(command, Path(tmp) / f"{len(rows)}_{repeat}")
                 if code != (2 if target is None else 0):
                     print(f"{label}: exit status {code}", file=sys.stderr)
@@ -93,7 +121,8 @@ def main() -> int:
             median = statistics.median(walls)
             ok = target is None or median < target
             missed |= not ok
-            rows.append((label, median, min(walls), statistics.median(cpus), target, ok))
+            before = statistics.median(before_walls) if before_walls else None
+            rows.append((label, median, min(walls), statistics.median(cpus), target, ok, before))
         if args.docs_figure:
             run_dir = next((Path(tmp) / "1_0" / "lif" / "runs").iterdir())
             write_montage(run_dir, args.docs_figure)
@@ -107,11 +136,13 @@ def main() -> int:
         f"{load_after[0]:.2f} after (other processes share the machine)"
     )
     print()
-    print("| command | wall, median | wall, best | CPU (user+sys), median | target (wall) |")
-    print("|---|---|---|---|---|")
-    for label, median, best, cpu, target, ok in rows:
+    compare = f" {args.before}, median |" if args.before else ""
+    print(f"| command |{compare} wall, median | wall, best | CPU (user+sys), median | target |")
+    print("|---|" + ("---|" if args.before else "") + "---|---|---|---|")
+    for label, median, best, cpu, target, ok, before in rows:
         goal = "-" if target is None else f"< {target:g} s {'ok' if ok else '**missed**'}"
-        print(f"| {label} | {median:.2f} s | {best:.2f} s | {cpu:.2f} s | {goal} |")
+        then = f" {before:.2f} s |" if before is not None else ""
+        print(f"| {label} |{then} {median:.2f} s | {best:.2f} s | {cpu:.2f} s | {goal} |")
     return 1 if args.check and missed else 0
 
 

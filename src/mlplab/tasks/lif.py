@@ -848,35 +848,24 @@ def _trace_run(cfg: DictConfig, spec: TraceSpec, output_dir: Path) -> dict[str, 
     return metrics
 
 
-def _import_output_modules(cfg: DictConfig) -> None:
-    """Import matplotlib (and TensorBoard's writer) ahead of use, on a worker thread."""
-    import mlplab.viz  # noqa: F401
-
-    node = cfg.get("logger")
-    if node and str(node.get("_target_", "")).endswith("TensorBoardLogger"):
-        import torch.utils.tensorboard  # noqa: F401
-
-
 def _grid_run(cfg: DictConfig, spec: GridSpec, output_dir: Path) -> dict[str, float]:
     check_time_step(
         "lif", spec.dt, spec.Rm.values[0].item(), spec.Cm, spec.method, rm_key=f"{spec.key}.Rm"
     )
-    # Outputs cost more than a closed-form grid, so they overlap other work on a second thread:
-    # the imports run while torch kernels (which release the GIL) count the spikes, and the npz
-    # and CSV, mostly numpy without the GIL, are written while matplotlib renders the figures.
+    result = run_grid(spec)
+    with _serial_kernels():
+        metrics = grid_metrics(spec, result)
+    n_rm, n_tau, n_i = spec.shape
+    print(
+        f"{n_rm} Rm x {n_tau} tau_ref x {n_i} I = {metrics['lif/neurons']} neurons, "
+        f"{result.steps} steps ({spec.counts}, {spec.method}, {spec.dtype}) in "
+        f"{result.sim_time_s:.3g} s; max |simulated - analytic| "
+        f"{metrics['lif/max_abs_rate_error_hz']:.4g} Hz; distance to ReLU "
+        f"{metrics['lif/distance_to_relu_min']:.3g}..{metrics['lif/distance_to_relu_max']:.3g}"
+    )
+    # The npz and CSV (numpy work, mostly without the GIL) are written on a second thread while
+    # matplotlib renders the figures: on two cores most of their time hides behind the figures.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlplab-lif-outputs") as pool:
-        pool.submit(_import_output_modules, cfg)  # a failure resurfaces at the real import
-        result = run_grid(spec)
-        with _serial_kernels():
-            metrics = grid_metrics(spec, result)
-        n_rm, n_tau, n_i = spec.shape
-        print(
-            f"{n_rm} Rm x {n_tau} tau_ref x {n_i} I = {metrics['lif/neurons']} neurons, "
-            f"{result.steps} steps ({spec.counts}, {spec.method}, {spec.dtype}) in "
-            f"{result.sim_time_s:.3g} s; max |simulated - analytic| "
-            f"{metrics['lif/max_abs_rate_error_hz']:.4g} Hz; distance to ReLU "
-            f"{metrics['lif/distance_to_relu_min']:.3g}..{metrics['lif/distance_to_relu_max']:.3g}"
-        )
         saved = pool.submit(save_grid, spec, result, output_dir)
         if spec.mode == "fi":
             pairs = [(r, t) for r in range(n_rm) for t in range(n_tau)]
