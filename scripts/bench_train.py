@@ -1,12 +1,15 @@
 """Benchmark: Lightning fit of experiment=tutorial vs a plain PyTorch loop, and whole processes.
 
-Run: .venv/bin/python scripts/bench_train.py [--repeats 3] [--skip-processes]
+Run: .venv/bin/python scripts/bench_train.py [--repeats 3] [--skip-processes] [--components]
 
 Part 1 times the same 2500 optimizer steps (100 epochs x 25 minibatches of 128, Adam 1e-3,
 nn.CrossEntropyLoss, the same tensors, the same batch order, the same initial weights):
   * a plain PyTorch loop,
   * trainer.fit of mlplab's SpiralClassifier built from the Hydra config (default callbacks and
     TensorBoard logger, checkpoint every epoch), and variants without them.
+``--components`` adds one variant per default logger/callback alone (on top of the bare loop), so
+each one's share of the default's overhead can be read off. Variants run interleaved, repeat by
+repeat, so a slower spell of the machine hits all of them alike.
 Part 2 times whole processes: `mlplab-train experiment=tutorial` against the tutorial's own
 training cell (TensorDataset + DataLoader with 2 workers, re-implemented below).
 """
@@ -137,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-processes", action="store_true")
+    parser.add_argument("--components", action="store_true", help="time each default alone")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
 
@@ -154,6 +158,13 @@ def main() -> None:
             "data.steps_per_block=1",
         ],
     }
+    if args.components:
+        alone = {"TensorBoard logger": ["callbacks=none"]}
+        everything = ["last_checkpoint", "model_checkpoint", "rich_progress_bar", "model_summary"]
+        for name in everything:
+            others = [f"~callbacks.{other}" for other in everything if other != name]
+            alone[name.replace("_", " ")] = ["logger=none", *others]
+        variants.update({f"bare loop + {name} alone": o for name, o in alone.items()})
     times: dict[str, list[float]] = {"plain PyTorch loop": [], **{k: [] for k in variants}}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
