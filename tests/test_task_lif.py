@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import read_metrics, run_cli
 from mlplab.neuron import run_lif
 from mlplab.tasks import common
+from mlplab.tasks import lif as lif_task
 from mlplab.tasks.common import ConfigError
 from mlplab.tasks.lif import (
     _fixed_text,
@@ -374,6 +375,25 @@ def test_bad_values_fail_before_work_naming_the_key(
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.json"]
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"mlplab-lif: error: {key}=")
+
+
+def test_a_failed_grid_write_on_the_writer_thread_fails_the_run(
+    compose_config, tmp_path, monkeypatch, capsys
+):
+    # The npz and CSV are written on a second thread while the figures render; its error must
+    # reach the run (exit 1, metrics.json says failed), not vanish with the thread.
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lif_task, "save_grid", disk_full)
+    cfg = compose_lif(compose_config, [*SMALL_SWEEP, "lif.I.num=5", "logger=none"])
+    with pytest.raises(SystemExit) as exit_info:
+        common.run_task(cfg, _lif_body, output_dir=tmp_path / "run", overrides=[], multirun=False)
+    assert exit_info.value.code == 1
+    record = read_metrics(tmp_path / "run")
+    assert record["status"] == "failed" and "No space left on device" in record["error"]
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("mlplab-lif: error: ") and "No space left" in line
 
 
 # --- real console scripts ------------------------------------------------------------------------
