@@ -408,7 +408,12 @@ def _default_options(primary: DictConfig) -> dict[str, str]:
 
 
 def _is_global_package(option_file: Path) -> bool:
-    """Whether a group option file starts with ``# @package _global_`` (it may set any key)."""
+    """Whether a group option file starts with ``# @package _global_`` (it may set any key).
+
+    A missing file counts as global: nothing is known about it, so Hydra composes and reports.
+    """
+    if not option_file.is_file():
+        return True
     with option_file.open() as handle:
         return any("@package _global_" in line for line in itertools.islice(handle, 5))
 
