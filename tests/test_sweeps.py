@@ -98,7 +98,6 @@ def test_command_line_activation_specs_are_quoted_for_hydra():
     assert sweep_values(arg.split("=", 1)[1]) == ["ReLU", "Tanh", "LeakyReLU(0.1)"]
 
 
-@pytest.mark.filterwarnings("ignore:.*declarative_base.*")  # optuna 2.10 with SQLAlchemy 2
 def test_optuna_config_searches_lr_width_depth_activation_on_val_acc():
     cfg = compose_with_hydra(["hparams_search=optuna"])
     sweeper = cfg.hydra.sweeper
@@ -335,7 +334,6 @@ def test_submitit_local_sweep_records_a_diverged_job(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-@pytest.mark.filterwarnings("ignore:.*declarative_base.*")
 def test_optuna_search_maximises_val_acc_and_survives_failed_trials(tmp_path):
     # Width 0 is refused: those trials fail (NaN objective), and the search must go on.
     args = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "model.width=choice(0,8)"]
@@ -364,6 +362,30 @@ def test_optuna_search_maximises_val_acc_and_survives_failed_trials(tmp_path):
     assert 1e-4 <= best["best_params"]["optimizer.lr"] <= 0.1
     assert best["best_params"]["model.width"] == 8
     assert best["best_params"]["model.activation"].strip("'") in ACTIVATIONS
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_optuna_study_in_sqlite_resumes_with_the_same_command(tmp_path):
+    import optuna
+
+    db = tmp_path / "study.db"
+    args = [
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+    ]
+    for _ in range(2):  # the second command goes on with the study the first one stored
+        result = multirun(tmp_path, *args, *TINY)
+        assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="mlp_arch", storage=f"sqlite:///{db}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    values = [
+        read(j)["metrics"]["val/acc"]
+        for d in sorted((tmp_path / "train" / "multiruns").iterdir())
+        for j in job_dirs(d)
+    ]
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(values))
 
 
 @pytest.mark.slow
