@@ -23,10 +23,15 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from mlplab.neuron.lif import closed_form_counts, spike_counts
+
+# The tutorial's run_LIF, verbatim, lives once: in the tests' oracle module.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tutorial import run_LIF
 
 N_RM, N_TAU, N_I = 100, 100, 50
 T, DT = 1000.0, 1.0
@@ -39,20 +44,6 @@ def make_grid() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     Rm = torch.linspace(1, 100, N_RM).view(-1, 1, 1)
     tau_ref = torch.linspace(1, 100, N_TAU).view(1, -1, 1)
     return I, Rm, tau_ref
-
-
-def run_LIF(I, T=50, dt=0.1, tau_ref=10, Rm=1, Cm=10, Vth=1, V_spike=0.5):  # noqa: N802
-    """The tutorial's run_LIF, verbatim: the "before" of the comparison."""
-    time_ = torch.arange(0, T + dt, dt)
-    Vm = torch.zeros(len(time_))
-    t_rest = 0
-    for i, t in enumerate(time_):
-        if t > t_rest:
-            Vm[i] = Vm[i - 1] + 1 / Cm * (-Vm[i - 1] / Rm + I) * dt
-        if Vm[i] >= Vth:
-            Vm[i] += V_spike
-            t_rest = t + tau_ref
-    return time_, Vm
 
 
 def max_rss_mb() -> float:

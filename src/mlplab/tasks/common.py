@@ -418,10 +418,9 @@ def _is_global_package(option_file: Path) -> bool:
         return any("@package _global_" in line for line in itertools.islice(handle, 5))
 
 
-def _has_scalar_key(node: DictConfig, key: str) -> bool:
+def _has_scalar_key(node: dict[str, Any], key: str) -> bool:
     """Whether ``key`` holds a plain value in ``node``: an override can only replace it."""
-    # Walked unresolved: interpolations to other groups cannot resolve in one file alone.
-    value: Any = OmegaConf.to_container(node, resolve=False)
+    value: Any = node
     for part in key.split("."):
         if not isinstance(value, dict) or part not in value:
             return False
@@ -433,14 +432,21 @@ def _all_keys_known(config_name: str, overrides: Sequence[str], conf_dir: Path) 
     """Every override sets a key of the primary config file or of a chosen group option file,
     or picks a config-group option; an option that may change other groups makes it unknown."""
     groups = config_groups(conf_dir)
-    primary = OmegaConf.load(conf_dir / f"{config_name}.yaml")
-    chosen = _default_options(primary)
+    primary_node = OmegaConf.load(conf_dir / f"{config_name}.yaml")
+    chosen = _default_options(primary_node)
     for arg in overrides:
         key, sep, value = arg.partition("=")
         if key in groups and sep:
             if value and value != "null" and _is_global_package(conf_dir / key / f"{value}.yaml"):
                 return False  # e.g. experiment=...: it may re-pick other groups' options
             chosen[key] = value
+
+    # Plain containers, unresolved: interpolations to other groups cannot resolve in one file.
+    def plain(node: DictConfig) -> dict[str, Any]:
+        return OmegaConf.to_container(node, resolve=False)  # type: ignore[return-value]
+
+    primary = plain(primary_node)
+    options: dict[str, dict[str, Any]] = {}  # group -> its chosen option file, loaded once
     for arg in overrides:
         key, sep, _ = arg.partition("=")
         if not sep or key.startswith(("+", "~")) or "(" in arg:
@@ -453,7 +459,9 @@ def _all_keys_known(config_name: str, overrides: Sequence[str], conf_dir: Path) 
         option = chosen.get(group)
         if group not in groups or not option or option == "null" or not rest:
             return False
-        if not _has_scalar_key(OmegaConf.load(conf_dir / group / f"{option}.yaml"), rest):
+        if group not in options:
+            options[group] = plain(OmegaConf.load(conf_dir / group / f"{option}.yaml"))
+        if not _has_scalar_key(options[group], rest):
             return False
     return True
 
