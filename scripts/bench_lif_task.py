@@ -11,8 +11,8 @@ Times real subprocesses of the console script (median of ``--repeats`` runs each
 The machine's load (other processes) is printed with the table, since it moves every wall time;
 the CPU time (user + sys of the run) moves much less with it.
 ``--docs-figure PATH`` also writes a 2x2 montage of the sweep's four figures (docs/lif.png).
-``--before REF`` also times the code of git revision REF (its ``src/`` and ``conf/``, put first on
-PYTHONPATH), alternating with the working tree run by run, so both see the same machine.
+``--before REF`` also times the code of git revision REF (its own console entry point, its ``src/``
+first on PYTHONPATH), alternating with the working tree run by run, so both see the same machine.
 
 Usage:
     .venv/bin/python scripts/bench_lif_task.py [--repeats 3] [--check] [--before REF]
@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from benchlib import console_command, export_revision
+
 COMMANDS = {
     "start-up only (`mode=nope`, exits 2)": (["mode=nope"], None),
     "`mlplab-lif mode=sweep`": (["mode=sweep"], 6.0),
@@ -46,19 +47,17 @@ def children_cpu_s() -> float:
 
 
 def time_command(
-    args: list[str], log_dir: Path, src: Path | None = None
+    args: list[str], log_dir: Path, revision: Path | None = None
 ) -> tuple[float, float, int]:
     """Wall time, CPU time (user + sys) and exit status of one ``mlplab-lif`` run.
 
-    ``src``: a ``src/`` folder to import mlplab from instead of the installed working tree.
+    ``revision``: an exported git revision (see ``benchlib``) to run instead of the working tree.
     """
-    env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    command, env = console_command("mlplab-lif", revision)
     cpu = children_cpu_s()
     start = time.perf_counter()
     proc = subprocess.run(
-        [str(BIN / "mlplab-lif"), *args, f"paths.log_dir={log_dir}"],
+        [*command, *args, f"paths.log_dir={log_dir}"],
         capture_output=True,
         text=True,
         check=False,
@@ -83,17 +82,6 @@ def write_montage(run_dir: Path, path: Path) -> None:
     fig.savefig(path, dpi=70, pil_kwargs={"optimize": True})
 
 
-def export_revision(ref: str, into: Path) -> Path:
-    """``src/`` and ``conf/`` of git revision ``ref`` under ``into``; returns its ``src``."""
-    root = Path(__file__).resolve().parents[1]
-    archive = subprocess.run(
-        ["git", "-C", str(root), "archive", ref, "src", "conf"], capture_output=True, check=True
-    )
-    into.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into / "src"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per command (median)")
@@ -105,13 +93,13 @@ def main() -> int:
     load_before = os.getloadavg()
     rows, missed = [], False
     with tempfile.TemporaryDirectory(prefix="bench_lif_task_") as tmp:
-        before_src = export_revision(args.before, Path(tmp) / "before") if args.before else None
+        before_rev = export_revision(args.before, Path(tmp) / "before") if args.before else None
         for label, (command, target) in COMMANDS.items():
             walls, cpus, before_walls = [], [], []
             for repeat in range(args.repeats):
-                if before_src is not None:
+                if before_rev is not None:
                     out = Path(tmp) / f"before_{len(rows)}_{repeat}"
-                    before_walls.append(time_command(command, out, before_src)[0])
+                    before_walls.append(time_command(command, out, before_rev)[0])
                 wall, cpu, code = time_command(command, Path(tmp) / f"{len(rows)}_{repeat}")
                 if code != (2 if target is None else 0):
                     print(f"{label}: exit status {code}", file=sys.stderr)

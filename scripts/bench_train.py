@@ -1,6 +1,7 @@
 """Benchmark: Lightning fit of experiment=tutorial vs a plain PyTorch loop, and whole processes.
 
 Run: .venv/bin/python scripts/bench_train.py [--repeats 3] [--skip-processes] [--components]
+         [--before REF]
 
 Part 1 times the same 2500 optimizer steps (100 epochs x 25 minibatches of 128, Adam 1e-3,
 nn.CrossEntropyLoss, the same tensors, the same batch order, the same initial weights):
@@ -11,7 +12,8 @@ nn.CrossEntropyLoss, the same tensors, the same batch order, the same initial we
 each one's share of the default's overhead can be read off. Variants run interleaved, repeat by
 repeat, so a slower spell of the machine hits all of them alike.
 Part 2 times whole processes: `mlplab-train experiment=tutorial` against the tutorial's own
-training cell (TensorDataset + DataLoader with 2 workers, re-implemented below).
+training cell (TensorDataset + DataLoader with 2 workers, re-implemented below); ``--before REF``
+also times the process of git revision REF, alternating run by run (see ``benchlib``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from benchlib import console_command, export_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,23 +131,24 @@ TUTORIAL_SCRIPT = textwrap.dedent(
 )
 
 
-def time_process(cmd: list[str], cwd: Path) -> float:
+def time_process(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"{cmd} failed:\n{result.stderr[-2000:]}")
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-processes", action="store_true")
-    parser.add_argument("--components", action="store_true", help="time each default alone")
-    args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+def time_train(tmp: Path, run: str, revision: Path | None = None) -> float:
+    """Wall time of one ``mlplab-train experiment=tutorial`` process (of ``revision`` if given)."""
+    command, env = console_command("mlplab-train", revision)
+    args = ["experiment=tutorial", f"paths.log_dir={tmp}/{run}"]
+    return time_process([*command, *args], tmp, env)
 
+
+def time_fits(repeats: int, components: bool) -> None:
+    """Part 1: the fit variants and the plain loop, interleaved, as a Markdown table."""
     cfg = compose(["experiment=tutorial"])
     import hydra
 
@@ -158,7 +163,7 @@ def main() -> None:
             "data.steps_per_block=1",
         ],
     }
-    if args.components:
+    if components:
         alone = {"TensorBoard logger": ["callbacks=none"]}
         everything = ["last_checkpoint", "model_checkpoint", "rich_progress_bar", "model_summary"]
         for name in everything:
@@ -167,37 +172,60 @@ def main() -> None:
         variants.update({f"bare loop + {name} alone": o for name, o in alone.items()})
     times: dict[str, list[float]] = {"plain PyTorch loop": [], **{k: [] for k in variants}}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
+        for r in range(repeats):
             times["plain PyTorch loop"].append(plain_loop(datamodule, cfg.seed))
             for name, overrides in variants.items():
                 seconds, _ = lightning_fit(overrides, Path(tmp) / f"{r}-{len(overrides)}")
                 times[name].append(seconds)
     base = statistics.median(times["plain PyTorch loop"])
-    print("\n### Fit of experiment=tutorial (2500 steps), median of", args.repeats, "runs\n")
+    print("\n### Fit of experiment=tutorial (2500 steps), median of", repeats, "runs\n")
     print("| loop | fit time (s) | vs plain loop |")
     print("|---|---:|---:|")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.2f} | {median / base:.2f}x |")
 
-    if args.skip_processes:
-        return
-    python = sys.executable
+
+def time_processes(repeats: int, before_ref: str | None) -> None:
+    """Part 2: whole processes, as a Markdown table."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "tutorial_loop.py"
         script.write_text(TUTORIAL_SCRIPT)
-        tutorial = time_process([python, str(script)], Path(tmp))
-        train_cmd = [
-            str(Path(python).parent / "mlplab-train"),
-            "experiment=tutorial",
-            f"paths.log_dir={tmp}/outputs",
-        ]
-        ours = statistics.median(time_process(train_cmd, Path(tmp)) for _ in range(args.repeats))
+        tutorial = time_process([sys.executable, str(script)], Path(tmp))
+        before = export_revision(before_ref, Path(tmp) / "before") if before_ref else None
+        ours, theirs = [], []
+        for r in range(repeats):  # alternating, so a slow spell hits both
+            if before is not None:
+                theirs.append(time_train(Path(tmp), f"before{r}", before))
+            ours.append(time_train(Path(tmp), f"now{r}"))
     print("\n### Whole process, experiment=tutorial\n")
     print("| process | wall time (s) | speed-up |")
     print("|---|---:|---:|")
     print(f"| tutorial loop (DataLoader, 2 workers) | {tutorial:.1f} | 1.0x |")
-    print(f"| mlplab-train experiment=tutorial | {ours:.1f} | {tutorial / ours:.1f}x |")
+    rows = [
+        (f"mlplab-train experiment=tutorial at {before_ref}", theirs),
+        ("mlplab-train experiment=tutorial", ours),
+    ]
+    for name, values in rows:
+        if values:
+            median = statistics.median(values)
+            print(f"| {name} | {median:.2f} | {tutorial / median:.1f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-fit", action="store_true", help="only time whole processes")
+    parser.add_argument("--skip-processes", action="store_true")
+    parser.add_argument("--components", action="store_true", help="time each default alone")
+    parser.add_argument("--before", metavar="REF", help="also time the process of git revision REF")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+
+    if not args.skip_fit:
+        time_fits(args.repeats, args.components)
+    if not args.skip_processes:
+        time_processes(args.repeats, args.before)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,12 @@ def run_cli(
     )
 
 
+def python_output(code: str) -> str:
+    """Standard output of ``python -c code`` in a fresh interpreter (which must exit 0)."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def checkpoint_of(run_dir: Path) -> dict:
     """last.ckpt of a run; its per-step loss curve (a float64 tensor) as a list of floats."""
     path = Path(run_dir) / "checkpoints" / "last.ckpt"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import importlib.metadata
+import subprocess
+import sys
+
 import pytest
 
-from conftest import run_cli
+from conftest import python_output, run_cli
 from mlplab.tasks.common import (
     CONF_DIR,
     ConfigError,
@@ -12,6 +17,7 @@ from mlplab.tasks.common import (
     check_composes,
     check_group_choices,
     quote_call_values,
+    settle_gc,
     split_top_level,
 )
 
@@ -102,3 +108,73 @@ def test_unknown_key_on_the_real_command_line_is_one_line_exit_2(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mlplab-train: error: Could not override")
     assert not (tmp_path / "train").exists()  # refused before Hydra made a run folder
+
+
+# ------------------------------------------------ the launcher: garbage collector off at start-up
+
+
+def test_every_console_script_starts_through_the_launcher():
+    scripts = {
+        ep.name: ep.value
+        for ep in importlib.metadata.entry_points(group="console_scripts")
+        if ep.name.startswith("mlplab-")
+    }
+    assert scripts == {
+        "mlplab-train": "mlplab.tasks.cli:train",
+        "mlplab-eval": "mlplab.tasks.cli:evaluate",
+        "mlplab-approx": "mlplab.tasks.cli:approx",
+        "mlplab-lif": "mlplab.tasks.cli:lif",
+        "mlplab-report": "mlplab.tasks.cli:report",
+    }
+
+
+def test_the_launcher_imports_nothing_before_it_turns_the_collector_off():
+    code = (
+        "import sys; import mlplab.tasks.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('torch', 'hydra', 'omegaconf'))))"
+    )
+    assert python_output(code) == "[]"
+
+
+def test_settle_gc_freezes_start_up_and_turns_the_collector_back_on():
+    # In a child process: freezing this one would keep the test session's garbage forever.
+    code = (
+        "import gc; gc.disable(); from mlplab.tasks.common import settle_gc; "
+        "settle_gc(); frozen = gc.get_freeze_count(); settle_gc(); "
+        "print(gc.isenabled(), frozen > 1000, gc.get_freeze_count() == frozen)"
+    )
+    assert python_output(code).split() == ["True", "True", "True"]
+
+
+def test_settle_gc_leaves_a_running_collector_alone():
+    before = gc.get_freeze_count()
+    settle_gc()
+    assert gc.isenabled() and gc.get_freeze_count() == before
+
+
+@pytest.mark.parametrize(
+    ("task", "args"),
+    [
+        ("train", ["debug=fast", "figures=false", "logger=none"]),
+        ("approx", ["logger=none"]),
+        ("lif", ["mode=trace", "logger=none"]),
+    ],
+)
+def test_a_task_turns_the_collector_back_on_for_its_work(tmp_path, task, args):
+    # The console scripts' path; without settle_gc the collector would still be off at exit.
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('collector on:', gc.isenabled()))\n"
+        f"sys.argv = ['mlplab-{task}', *sys.argv[1:]]\n"
+        "from mlplab.tasks import cli\n"
+        f"cli.run({task!r})\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args, f"paths.log_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines()[-1] == "collector on: True"

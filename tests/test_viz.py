@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,6 +11,7 @@ from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
+from conftest import python_output
 from mlplab.approx.relu import approximate_function
 from mlplab.viz import (
     figure_to_array,
@@ -362,5 +361,4 @@ def test_viz_does_not_touch_pyplot():
         "import sys, mlplab.viz as v; v.figure_to_array(v.plot_training_loss([1.0, 0.5]));"
         "print('matplotlib.pyplot' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert python_output(code) == "False"

@@ -211,7 +211,6 @@ def _log_run(
     output_dir: Path,
 ) -> None:
     """Save the figures as PNG and send scalars, figures and hparams to the configured logger."""
-    # Lightning (behind the loggers) is imported only now: a bad config fails before paying for it.
     from mlplab.tasks.runtime import build_logger, log_figures, log_hparams, tensorboard_of
     from mlplab.viz import plot_training_loss
 
@@ -240,6 +239,10 @@ def _log_run(
 
 def _approx_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     spec = validate_approx_config(cfg)
+    # The loggers' Lightning import, now, while start-up still keeps the collector off.
+    import mlplab.tasks.runtime  # noqa: F401
+
+    common.settle_gc()
     metrics, curves = approximate(spec)
     print(
         f"{spec.target} on [{spec.x_min:.6g}, {spec.x_max:.6g}] with {spec.n_points - 1} ReLUs: "

@@ -7,6 +7,7 @@ exits non-zero (in a multirun the job is recorded as failed and the sweep goes o
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
@@ -220,6 +221,19 @@ def png_summary(tag: str, png: bytes) -> Any:
     width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk, right after the signature
     image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
     return Summary(value=[Summary.Value(tag=tag, image=image)])
+
+
+def settle_gc() -> None:
+    """Start-up is over: freeze the objects it built and turn the garbage collector back on.
+
+    The console scripts (:mod:`mlplab.tasks.cli`) keep the collector off while torch and Lightning
+    are imported; a task calls this where its own work begins (before ``trainer.fit``), so later
+    collections scan only what the work allocates. A no-op when the collector is on (in-process
+    callers, joblib workers, ``python -m mlplab.tasks.<task>``).
+    """
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def one_line(err: BaseException) -> str:

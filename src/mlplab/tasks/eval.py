@@ -112,6 +112,7 @@ def _eval_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     model, datamodule = classifier_from_checkpoint(path, checkpoint, loss)
     logger = runtime.build_logger(cfg.get("logger"))
     trainer = runtime.build_trainer(cfg.trainer, logger, [])
+    common.settle_gc()
     metrics = evaluate_checkpoint(model, datamodule, trainer)
     metrics["checkpoint_epoch"] = int(checkpoint.get("epoch", -1))
     metrics["checkpoint_global_step"] = int(checkpoint.get("global_step", -1))

@@ -828,6 +828,7 @@ def _log_tensorboard(
 
 def _lif_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     spec = validate_lif_config(cfg)
+    common.settle_gc()
     if isinstance(spec, TraceSpec):
         return _trace_run(cfg, spec, output_dir)
     return _grid_run(cfg, spec, output_dir)

@@ -681,6 +681,7 @@ def _report_body(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     report_dir = common.get(cfg, "report_dir")
     if report_dir is not None and not isinstance(report_dir, str):
         raise ConfigError("report_dir", report_dir, "must be a folder path or null")
+    common.settle_gc()
     result = make_report(str(sweep_dir), report_dir, metric, mode, draw, log_x, log_y)
     print(
         f"mlplab-report: {result['jobs/total']} jobs, {result['jobs/ok']} ok; wrote "

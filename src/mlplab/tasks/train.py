@@ -334,6 +334,7 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     logger = runtime.build_logger(cfg.get("logger"))
     callbacks = runtime.build_callbacks(cfg.get("callbacks"))
     trainer = runtime.build_trainer(cfg.trainer, logger, callbacks)
+    common.settle_gc()
     metrics = train(datamodule, model, trainer, ckpt_path=ckpt_path, run_test=cfg.test)
     if not trainer.is_global_zero:
         return metrics
