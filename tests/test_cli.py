@@ -153,21 +153,26 @@ def test_settle_gc_leaves_a_running_collector_alone():
 
 
 @pytest.mark.parametrize(
-    ("task", "args"),
+    ("task", "args", "entry"),
     [
-        ("train", ["debug=fast", "figures=false", "logger=none"]),
-        ("approx", ["logger=none"]),
-        ("lif", ["mode=trace", "logger=none"]),
+        ("train", ["debug=fast", "figures=false", "logger=none"], "console script"),
+        ("approx", ["logger=none"], "console script"),
+        ("lif", ["mode=trace", "logger=none"], "console script"),
+        ("approx", ["logger=none"], "python -m"),
     ],
 )
-def test_a_task_turns_the_collector_back_on_for_its_work(tmp_path, task, args):
-    # The console scripts' path; without settle_gc the collector would still be off at exit.
+def test_a_task_turns_the_collector_back_on_for_its_work(tmp_path, task, args, entry):
+    # Both entries turn the collector off; without settle_gc it would still be off at exit,
+    # and without the launcher nothing would be frozen.
+    start = {
+        "console script": f"from mlplab.tasks import cli\ncli.run({task!r})\n",
+        "python -m": f"import runpy\nrunpy.run_module('mlplab.tasks.{task}', run_name='__main__')",
+    }[entry]
     code = (
         "import atexit, gc, sys\n"
-        "atexit.register(lambda: print('collector on:', gc.isenabled()))\n"
-        f"sys.argv = ['mlplab-{task}', *sys.argv[1:]]\n"
-        "from mlplab.tasks import cli\n"
-        f"cli.run({task!r})\n"
+        "report = lambda: print('collector on:', gc.isenabled(), gc.get_freeze_count() > 0)\n"
+        "atexit.register(report)\n"
+        f"sys.argv = ['mlplab-{task}', *sys.argv[1:]]\n" + start
     )
     out = subprocess.run(
         [sys.executable, "-c", code, *args, f"paths.log_dir={tmp_path}"],
@@ -177,4 +182,4 @@ def test_a_task_turns_the_collector_back_on_for_its_work(tmp_path, task, args):
         check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.splitlines()[-1] == "collector on: True"
+    assert out.stdout.splitlines()[-1] == "collector on: True True"

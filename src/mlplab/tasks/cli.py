@@ -14,16 +14,27 @@ from __future__ import annotations
 
 import gc
 import importlib
+from collections.abc import Callable
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Call a task's ``main()`` with the collector off until the task settles it; freeze at exit.
+
+    ``python -m mlplab.tasks.<task>`` comes here too, after the task module's own imports (Hydra),
+    in time for the heavy ones (Lightning is imported inside the task).
+    """
+    gc.disable()
+    try:
+        main()
+    finally:
+        # Files are closed and flushed by now; freezing only skips the exit-time collection.
+        gc.freeze()
 
 
 def run(task: str) -> None:
     """Run the ``main()`` of ``mlplab.tasks.<task>`` with the collector off until work begins."""
-    gc.disable()
-    try:
-        importlib.import_module(f"mlplab.tasks.{task}").main()
-    finally:
-        # Files are closed and flushed by now; freezing only skips the exit-time collection.
-        gc.freeze()
+    gc.disable()  # before the task module's imports too
+    run_main(importlib.import_module(f"mlplab.tasks.{task}").main)
 
 
 def train() -> None:

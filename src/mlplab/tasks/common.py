@@ -229,7 +229,7 @@ def settle_gc() -> None:
     The console scripts (:mod:`mlplab.tasks.cli`) keep the collector off while torch and Lightning
     are imported; a task calls this where its own work begins (before ``trainer.fit``), so later
     collections scan only what the work allocates. A no-op when the collector is on (in-process
-    callers, joblib workers, ``python -m mlplab.tasks.<task>``).
+    callers, joblib workers).
     """
     if not gc.isenabled():
         gc.freeze()

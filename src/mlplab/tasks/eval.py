@@ -143,4 +143,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mlplab.tasks.cli import run_main
+
+    run_main(main)
