@@ -6,8 +6,10 @@ grown by a quarter (0.7 s of ``mlplab-train`` start-up), and takes them apart on
 interpreter exits (1 s more). So a console script turns the collector off before it imports its
 task; the task freezes what start-up built and turns the collector back on when its own work
 begins (:func:`mlplab.tasks.common.settle_gc`), and at exit what is left is frozen too, so the
-interpreter leaves it to the operating system. Only this module's imports run before that, hence
-it imports nothing else at module level.
+interpreter leaves it to the operating system. The trade: start-up's own garbage (about 13,000
+objects in reference cycles) is frozen with the rest, once per process, instead of collected,
+which would cost 0.4 s. Only this module's imports run before the collector is off, hence it
+imports nothing else at module level.
 """
 
 from __future__ import annotations
