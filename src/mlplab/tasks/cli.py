@@ -8,8 +8,9 @@ task; the task freezes what start-up built and turns the collector back on when 
 begins (:func:`mlplab.tasks.common.settle_gc`), and at exit what is left is frozen too, so the
 interpreter leaves it to the operating system. The trade: start-up's own garbage (about 13,000
 objects in reference cycles) is frozen with the rest, once per process, instead of collected,
-which would cost 0.4 s. Only this module's imports run before the collector is off, hence it
-imports nothing else at module level.
+which would cost 0.4 s; in a multirun of Hydra's basic launcher the first job's trainer and
+model are frozen too and outlive that job (later jobs are collected as usual). Only this
+module's imports run before the collector is off, hence it imports nothing else at module level.
 """
 
 from __future__ import annotations
