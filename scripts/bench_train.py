@@ -31,8 +31,6 @@ import torch
 
 from benchlib import console_command, export_revision
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
@@ -220,8 +218,6 @@ def main() -> None:
     parser.add_argument("--components", action="store_true", help="time each default alone")
     parser.add_argument("--before", metavar="REF", help="also time the process of git revision REF")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-
     if not args.skip_fit:
         time_fits(args.repeats, args.components)
     if not args.skip_processes:
