@@ -19,7 +19,6 @@ from mlplab.tasks.common import config_groups
 from mlplab.tasks.eval import validate_eval_config
 from mlplab.tasks.runtime import (
     AtomicCheckpointIO,
-    LastCheckpoint,
     build_callbacks,
     build_logger,
     build_trainer,
@@ -28,7 +27,17 @@ from mlplab.tasks.train import build_model, validate_train_config
 
 # The groups of conf/train.yaml that belong to the training pipeline (sweep groups are tested
 # with the sweeps).
-TRAIN_GROUPS = ("data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "debug")
+TRAIN_GROUPS = (
+    "data",
+    "model",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "debug",
+)
 GPU_TRAINERS = {"gpu", "ddp"}
 HAS_CUDA = torch.cuda.is_available()
 
@@ -160,13 +169,12 @@ def test_callback_options(compose_config, tmp_path) -> None:
     cfg = compose_config("train", ["callbacks=default"])
     callbacks = build_callbacks(cfg.get("callbacks"))
     kinds = {type(c) for c in callbacks}
-    assert kinds == {LastCheckpoint, ModelCheckpoint, RichProgressBar, RichModelSummary}
-    last = next(c for c in callbacks if isinstance(c, LastCheckpoint))
-    # One last.ckpt per run, rewritten every epoch.
-    assert last.path == tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert last.every_n_epochs == 1
-    best = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
-    assert best.save_top_k == 0 and not best.save_last  # best epochs: off unless asked for
+    assert kinds == {ModelCheckpoint, RichProgressBar, RichModelSummary}
+    (last,) = (c for c in callbacks if isinstance(c, ModelCheckpoint))
+    # Lightning's own checkpoint callback keeps one file, last.ckpt, of the most recent epoch.
+    assert last.dirpath == str(tmp_path / "run" / "checkpoints")
+    assert last.filename == "last" and last.save_top_k == 1 and last.monitor is None
+    assert not last.save_last  # no second copy of the same checkpoint
     cfg = compose_config("train", ["callbacks=none"])
     assert build_callbacks(cfg.get("callbacks")) == []
     trainer = build_trainer(cfg.trainer, None, [])
@@ -177,7 +185,6 @@ def test_debug_fast_is_tiny(compose_config) -> None:
     cfg = compose_config("train", ["debug=fast"])
     assert cfg.trainer.max_epochs == 1
     assert cfg.trainer.limit_train_batches == 4
-    assert cfg.data.steps_per_block == 1
     assert cfg.grid_size == 100
 
 

@@ -145,8 +145,8 @@ def plain_training_loop(seed: int, epochs: int, width: int = 16) -> nn.Module:
     return net
 
 
-@pytest.mark.parametrize("steps_per_block", ["null", "1", "3"])
-def test_fit_equals_the_plain_pytorch_loop(compose_config, tmp_path, steps_per_block) -> None:
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_fit_equals_the_plain_pytorch_loop(compose_config, tmp_path, threads) -> None:
     out = tmp_path / "run"
     fit(
         compose_config,
@@ -155,7 +155,7 @@ def test_fit_equals_the_plain_pytorch_loop(compose_config, tmp_path, steps_per_b
         "seed=11",
         "logger=none",
         "figures=false",
-        f"data.steps_per_block={steps_per_block}",
+        f"threads={threads}",
     )
     expected = plain_training_loop(seed=11, epochs=2)
     saved = {k.removeprefix("net."): v for k, v in checkpoint_of(out)["state_dict"].items()}
@@ -181,15 +181,13 @@ def test_same_seed_same_weights_other_seed_other_weights(compose_config, tmp_pat
 # --- TensorBoard, read back with TensorBoard's own reader --------------------------------------
 
 
-@pytest.mark.parametrize("steps_per_block", ["null", "3"])
-def test_tensorboard_scalars_images_and_hparams(compose_config, tmp_path, steps_per_block) -> None:
+def test_tensorboard_scalars_images_and_hparams(compose_config, tmp_path) -> None:
     out = tmp_path / "run"
     record = fit(
         compose_config,
         out,
         "trainer.max_epochs=3",
         "trainer.log_every_n_steps=4",
-        f"data.steps_per_block={steps_per_block}",
         "optimizer.lr=0.01",
         "seed=4",
     )
@@ -204,7 +202,7 @@ def test_tensorboard_scalars_images_and_hparams(compose_config, tmp_path, steps_
     assert [v for _, v in scalars["train/loss_step"]] == pytest.approx(
         [losses[s] for s in steps], abs=1e-6
     )
-    # Per epoch, at the epoch's last step whatever steps_per_block is: the mean of its steps.
+    # Per epoch, at the epoch's last step: the mean of its steps.
     assert [s for s, _ in scalars["train/loss"]] == [9, 19, 29]
     epoch_means = [sum(losses[10 * e : 10 * e + 10]) / 10 for e in range(3)]
     assert [v for _, v in scalars["train/loss"]] == pytest.approx(epoch_means, abs=1e-5)

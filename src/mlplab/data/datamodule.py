@@ -1,13 +1,14 @@
-"""LightningDataModule for the tutorial's spiral split, served from in-memory tensors."""
+"""LightningDataModule for the tutorial's spiral split, served as standard DataLoaders."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mlplab.data.spiral import make_spiral, shuffle_split
 
@@ -20,97 +21,87 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(state) >> 1  # torch.Generator.manual_seed wants a non-negative int64
 
 
-class EpochPermutation:
-    """Training order of one epoch: a permutation seeded by (seed, epoch), sharded by rank.
+class TensorPairs(Dataset[Batch]):
+    """In-memory ``(X, y)`` pairs that the DataLoader indexes a whole minibatch at a time.
 
-    Lightning calls :meth:`set_epoch` before each epoch (also after a resume), so a resumed run
-    sees the same batches as an uninterrupted one. Under DDP each rank takes every
-    ``world_size``-th index of the padded permutation, as ``DistributedSampler`` does.
+    ``torch.utils.data.DataLoader`` calls ``__getitems__`` with a minibatch's indices when a
+    dataset has it, so a minibatch is one tensor gather instead of ``batch_size`` item look-ups
+    followed by a collate; pass :func:`keep_batch` as the DataLoader's ``collate_fn``.
+
+    Args:
+        X: Inputs, shape ``(n, num_features)``.
+        y: Class labels, shape ``(n,)``.
     """
 
-    def __init__(
-        self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
-    ) -> None:
+    def __init__(self, X: Tensor, y: Tensor) -> None:
+        if len(X) != len(y):
+            raise ValueError(f"X and y have {len(X)} and {len(y)} rows: they must match")
+        self.X, self.y = X, y
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.X[index], self.y[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.X[index], self.y[index]
+
+
+def keep_batch(batch: Batch) -> Batch:
+    """``collate_fn`` for :class:`TensorPairs`: the gathered minibatch is already a batch."""
+    return batch
+
+
+class EpochRandomSampler(Sampler[int]):
+    """A random permutation per epoch, seeded by (seed, epoch) instead of a running generator.
+
+    Lightning calls :meth:`set_epoch` before every training epoch (also after a resume), so
+    epoch e's order is the same whether the run was interrupted or not. Under DDP Lightning wraps
+    this sampler in its ``DistributedSamplerWrapper``, which forwards ``set_epoch`` and gives each
+    rank its shard.
+
+    Args:
+        num_samples: Size of the dataset.
+        seed: The run's seed.
+    """
+
+    def __init__(self, num_samples: int, seed: int) -> None:
         self.num_samples = num_samples
         self.seed = seed
-        self.shuffle = shuffle
-        self.rank = rank
-        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose permutation :meth:`indices` returns."""
+        """Select the epoch whose permutation the next iteration yields."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.world_size)
+        return self.num_samples
 
-    def indices(self) -> Tensor:
-        """Indices of this rank's samples for the current epoch."""
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-            order = torch.randperm(self.num_samples, generator=generator)
-        else:
-            order = torch.arange(self.num_samples)
-        padded = len(self) * self.world_size
-        if padded > self.num_samples:  # equal shard sizes keep DDP ranks in step
-            order = torch.cat([order, order[: padded - self.num_samples]])
-        return order[self.rank :: self.world_size]
+    def permutation(self) -> Tensor:
+        """Epoch ``self.epoch``'s order: ``randperm`` with a generator seeded by (seed, epoch)."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.permutation().tolist())
 
 
-class TensorBlocks:
-    """Iterable of training *blocks*: lists of ``(x, y)`` minibatches cut from in-memory tensors.
+def tensor_loader(
+    X: Tensor, y: Tensor, batch_size: int, sampler: Sampler[int] | None = None
+) -> DataLoader:
+    """A standard DataLoader over in-memory tensors, one gather per minibatch, in this process.
 
-    A block is what Lightning sees as one batch. With ``steps_per_block=None`` a block holds the
-    whole epoch, so Lightning's per-batch bookkeeping (about a millisecond) is paid once per epoch
-    instead of once per optimizer step, which for this tiny MLP costs more than the step itself.
-    ``steps_per_block=1`` gives the classic one-minibatch-per-batch loop.
+    With no ``sampler`` the order is fixed (``shuffle=False``), as for validation and test.
     """
-
-    def __init__(
-        self,
-        X: Tensor,
-        y: Tensor,
-        batch_size: int,
-        sampler: EpochPermutation,
-        steps_per_block: int | None = None,
-    ) -> None:
-        self.X, self.y = X, y
-        self.batch_size = batch_size
-        self.sampler = sampler  # the attribute name Lightning looks for to call set_epoch
-        self.steps_per_block = steps_per_block
-
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps in one epoch (the last minibatch may be smaller)."""
-        return -(-len(self.sampler) // self.batch_size)
-
-    def __len__(self) -> int:
-        steps = self.steps_per_epoch()
-        return 1 if self.steps_per_block is None else -(-steps // self.steps_per_block)
-
-    def __iter__(self) -> Iterator[list[Batch]]:
-        idx = self.sampler.indices()
-        # One gather per epoch, then views: no per-sample indexing, no collate.
-        xs = self.X[idx].split(self.batch_size)
-        ys = self.y[idx].split(self.batch_size)
-        batches = list(zip(xs, ys, strict=True))
-        size = len(batches) if self.steps_per_block is None else self.steps_per_block
-        for start in range(0, len(batches), size):
-            yield batches[start : start + size]
-
-
-class TensorBatches:
-    """Iterable of ``(x, y)`` minibatches in a fixed order, for validation and test."""
-
-    def __init__(self, X: Tensor, y: Tensor, batch_size: int | None = None) -> None:
-        self.X, self.y = X, y
-        self.batch_size = batch_size or max(len(X), 1)
-
-    def __len__(self) -> int:
-        return -(-len(self.X) // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return iter(zip(self.X.split(self.batch_size), self.y.split(self.batch_size), strict=True))
+    return DataLoader(
+        TensorPairs(X, y),
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False if sampler is None else None,
+        collate_fn=keep_batch,
+    )
 
 
 class SpiralDataModule(pl.LightningDataModule):
@@ -119,6 +110,8 @@ class SpiralDataModule(pl.LightningDataModule):
     Data and split are seeded from ``seed`` exactly as the tutorial does, so ``seed=2021`` gives
     the tutorial's ``X_train, y_train, X_test, y_test``. With ``val_fraction > 0`` the first
     ``int(val_fraction * n_train)`` training samples (already shuffled) become the validation set.
+    The training order of epoch e is a permutation seeded by (seed, e)
+    (:class:`EpochRandomSampler`).
 
     Args:
         num_classes: Spiral arms K.
@@ -128,8 +121,11 @@ class SpiralDataModule(pl.LightningDataModule):
         val_fraction: Fraction of the training part held out for validation; 0 disables it.
         batch_size: Training minibatch size.
         seed: Seeds the data, the split and the per-epoch training order.
-        steps_per_block: Minibatches per Lightning batch; None puts the whole epoch in one.
         eval_batch_size: Minibatch size for validation and test; None evaluates in one batch.
+        num_features: Input size; the spiral's points are 2-D, so it must be 2.
+
+    Raises:
+        ValueError: naming the argument, its value and what is allowed.
     """
 
     def __init__(
@@ -141,22 +137,25 @@ class SpiralDataModule(pl.LightningDataModule):
         val_fraction: float = 0.0,
         batch_size: int = 128,
         seed: int = 2021,
-        steps_per_block: int | None = None,
         eval_batch_size: int | None = None,
+        num_features: int = 2,
     ) -> None:
         super().__init__()
+        if num_features != 2:
+            raise ValueError(f"num_features={num_features!r} is invalid: the spiral is 2-D")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction={val_fraction!r} is invalid: it must be in [0, 1)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is invalid: it must be an integer >= 1")
-        for name, value in (
-            ("steps_per_block", steps_per_block),
-            ("eval_batch_size", eval_batch_size),
+        if eval_batch_size is not None and (
+            isinstance(eval_batch_size, bool)
+            or not isinstance(eval_batch_size, int)
+            or eval_batch_size < 1
         ):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ValueError(f"{name}={value!r} is invalid: it must be None or an integer >= 1")
+            raise ValueError(
+                f"eval_batch_size={eval_batch_size!r} is invalid: it must be None or an "
+                "integer >= 1"
+            )
         self.save_hyperparameters()
         self.X_train = self.y_train = self.X_val = self.y_val = self.X_test = self.y_test = None
 
@@ -185,30 +184,20 @@ class SpiralDataModule(pl.LightningDataModule):
         """True when a validation split exists (``val_fraction > 0``)."""
         return self.hparams.val_fraction > 0
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
+    def _eval_batch_size(self, n: int) -> int:
+        return self.hparams.eval_batch_size or max(n, 1)
 
-    def train_dataloader(self) -> TensorBlocks:
-        """Blocks of training minibatches in the (seed, epoch) order."""
-        rank, world_size = self._rank()
-        sampler = EpochPermutation(len(self.X_train), self.hparams.seed, True, rank, world_size)
-        return TensorBlocks(
-            self.X_train,
-            self.y_train,
-            self.hparams.batch_size,
-            sampler,
-            self.hparams.steps_per_block,
-        )
+    def train_dataloader(self) -> DataLoader:
+        """Training minibatches of ``batch_size`` in the (seed, epoch) order."""
+        sampler = EpochRandomSampler(len(self.X_train), self.hparams.seed)
+        return tensor_loader(self.X_train, self.y_train, self.hparams.batch_size, sampler)
 
-    def val_dataloader(self) -> TensorBatches | list:
+    def val_dataloader(self) -> DataLoader | list:
         """The validation split; an empty list (no validation loop) when there is none."""
         if not self.has_validation:
             return []
-        return TensorBatches(self.X_val, self.y_val, self.hparams.eval_batch_size)
+        return tensor_loader(self.X_val, self.y_val, self._eval_batch_size(len(self.X_val)))
 
-    def test_dataloader(self) -> TensorBatches:
+    def test_dataloader(self) -> DataLoader:
         """The tutorial's 20 % test split."""
-        return TensorBatches(self.X_test, self.y_test, self.hparams.eval_batch_size)
+        return tensor_loader(self.X_test, self.y_test, self._eval_batch_size(len(self.X_test)))

@@ -40,6 +40,13 @@ if not OmegaConf.has_resolver("mlplab_uid"):
     OmegaConf.register_new_resolver("mlplab_uid", lambda: RUN_UID, use_cache=True)
 
 
+# Set by runtime.pass_job_to_ranks in a multirun job; read by rank_job_argv in DDP ranks.
+JOB_OVERRIDES_ENV = "MLPLAB_JOB_OVERRIDES"
+JOB_DIR_ENV = "MLPLAB_JOB_DIR"
+# Hydra flags that take a value, kept when a DDP rank's command line is rebuilt.
+_VALUE_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
+
+
 class ConfigError(ValueError):
     """A config value is wrong: the message names the key, the value and what is allowed."""
 
@@ -170,6 +177,14 @@ def check_int_list(
     if not all(_is_int(v) and v >= minimum for v in items):
         raise ConfigError(key, value, allowed)
     return items
+
+
+def check_threads(cfg: DictConfig, key: str = "threads") -> int | str:
+    """Require ``auto`` or an integer >= 1 (torch intra-op threads)."""
+    value = get(cfg, key)
+    if value == "auto" or (_is_int(value) and value >= 1):
+        return value
+    raise ConfigError(key, value, "must be 'auto' or an integer >= 1 (torch intra-op threads)")
 
 
 def check_with(cfg: DictConfig, key: str, parse: Callable[[Any], Any]) -> Any:
@@ -518,8 +533,42 @@ def check_composes(config_name: str, argv: Sequence[str], conf_dir: Path = CONF_
         raise ValueError(prefix + " ".join(str(err).split()) + cause) from None
 
 
+def rank_job_argv(argv: Sequence[str]) -> list[str] | None:
+    """The command line of a DDP rank that Lightning started inside a multirun job, else None.
+
+    Lightning starts rank k of a ``ddp`` run by re-running the command line of rank 0, which in
+    a multirun would be the whole sweep. Rank 0's job passes its overrides and folder in the
+    environment (``runtime.pass_job_to_ranks``); the rank then runs that one job as a single run
+    in the same folder, with Hydra's config flags (``--config-dir`` ...) as they were.
+    """
+    local_rank = os.environ.get("LOCAL_RANK", "0")
+    overrides = os.environ.get(JOB_OVERRIDES_ENV)
+    if local_rank == "0" or overrides is None or not ({"-m", "--multirun"} & set(argv)):
+        return None
+    flags: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _VALUE_FLAGS:
+            flags += [token, next(tokens, "")]
+        elif token.startswith("-") and token not in ("-m", "--multirun"):
+            flags.append(token)
+    job_dir = os.environ[JOB_DIR_ENV]
+    return [
+        *flags,
+        *json.loads(overrides),
+        f'hydra.run.dir="{job_dir}"',
+        "hydra.output_subdir=null",
+        f"hydra.job.name=ddp_rank_{local_rank}",
+    ]
+
+
 def console_main(hydra_main: Callable[[], Any], task_name: str) -> None:
     """Console-script entry: quote activation specs, check the overrides, then run Hydra."""
+    rank_argv = rank_job_argv(sys.argv[1:])
+    if rank_argv is not None:
+        sys.argv[1:] = rank_argv
+        hydra_main()
+        return
     sys.argv[1:] = quote_call_values(sys.argv[1:])
     try:
         check_group_choices(sys.argv[1:])

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from mlplab.data.datamodule import SpiralDataModule
-    from mlplab.models.classifier import SpiralClassifier
+    from mlplab.models.classifier import Classifier
 
 log = logging.getLogger("mlplab")
 
@@ -64,12 +64,12 @@ def training_loss(checkpoint: dict[str, Any]) -> torch.nn.Module:
 
 def classifier_from_checkpoint(
     path: Path, checkpoint: dict[str, Any], loss: torch.nn.Module
-) -> tuple[SpiralClassifier, SpiralDataModule]:
+) -> tuple[Classifier, SpiralDataModule]:
     """Rebuild the trained classifier and its datamodule from a checkpoint's plain records."""
     import torch
 
     from mlplab.data.datamodule import SpiralDataModule
-    from mlplab.models.classifier import SpiralClassifier
+    from mlplab.models.classifier import Classifier
     from mlplab.models.mlp import MLP
     from mlplab.tasks.runtime import check_state_dict
 
@@ -82,9 +82,7 @@ def classifier_from_checkpoint(
         datamodule = SpiralDataModule(**dict(data_hparams))
     except (TypeError, ValueError, KeyError) as err:
         raise TaskError(f"checkpoint {path}: its mlplab record is invalid ({err})") from err
-    model = SpiralClassifier(
-        net, loss, torch.optim.Adam, num_classes=datamodule.hparams.num_classes
-    )
+    model = Classifier(net, loss, torch.optim.Adam, num_classes=datamodule.hparams.num_classes)
     model_keys = model.state_dict()
     saved = {k: v for k, v in checkpoint["state_dict"].items() if k in model_keys}
     check_state_dict(path, saved, model)
@@ -93,7 +91,7 @@ def classifier_from_checkpoint(
 
 
 def evaluate_checkpoint(
-    model: SpiralClassifier, datamodule: SpiralDataModule, trainer: Any
+    model: Classifier, datamodule: SpiralDataModule, trainer: Any
 ) -> dict[str, float]:
     """Test ``model`` on the datamodule's test split with Lightning; returns the test metrics."""
     trainer.test(model, datamodule=datamodule, verbose=False)

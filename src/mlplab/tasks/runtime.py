@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 import os
 import pickle
 import re
@@ -31,13 +32,11 @@ from mlplab.io import atomic_write
 from mlplab.tasks import common
 from mlplab.tasks.common import ConfigError, TaskError
 
-# Lightning warnings about choices mlplab makes on purpose: one block of minibatches per epoch,
-# its own transfer_batch_to_device, no validation split by default, per-step scalars logged by
-# the module itself, resuming into a new run folder. Each would otherwise print on every run.
+# Lightning warnings about choices mlplab makes on purpose: in-memory data in this process (no
+# DataLoader workers), no validation split by default, resuming into a new run folder. Each would
+# otherwise print on every run.
 _EXPECTED_WARNINGS = (
-    r".*overridden `transfer_batch_to_device`",
     r".*Total length of `list` across ranks is zero",
-    r".*smaller than the logging interval",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     r".*does not have many workers",
     # A resume into a new run folder: the new folder is the point.
@@ -45,8 +44,6 @@ _EXPECTED_WARNINGS = (
 )
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16")
-# Trainer options for automatic optimization; SpiralClassifier steps its optimizer itself.
-_MANUAL_OPTIMIZATION_DEFAULTS = {"gradient_clip_val": None, "accumulate_grad_batches": 1}
 
 
 def quiet_expected_warnings() -> None:
@@ -142,15 +139,6 @@ def validate_trainer_config(cfg: DictConfig, key: str = "trainer") -> None:
     for limit in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if limit in node:
             _check_limit(cfg, f"{key}.{limit}")
-    for name, default in _MANUAL_OPTIMIZATION_DEFAULTS.items():
-        value = common.get(cfg, f"{key}.{name}") if name in node else default
-        if value != default:
-            shown = "null" if default is None else default
-            raise ConfigError(
-                f"{key}.{name}",
-                value,
-                f"must be {shown}: SpiralClassifier steps its own optimizer (manual optimization)",
-            )
     check_arguments(cfg, key)
 
 
@@ -167,8 +155,6 @@ def validate_callbacks_config(cfg: DictConfig, logged: Iterable[str]) -> None:
                 f"callbacks.{name}", node, "must be a callback config (with _target_) or null"
             )
         check_arguments(cfg, f"callbacks.{name}")
-    if (callbacks.get("last_checkpoint") or {}).get("every_n_epochs") is not None:
-        common.check_int(cfg, "callbacks.last_checkpoint.every_n_epochs", minimum=1)
     checkpoint = callbacks.get("model_checkpoint")
     if not checkpoint:
         return
@@ -194,46 +180,56 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
-class LastCheckpoint(Checkpoint):
-    """Write ``<dirpath>/last.ckpt`` at the end of every ``every_n_epochs`` training epochs.
+# A training step of a network with fewer parameters than this is too small for a second
+# intra-op thread to pay off, and extra threads spin against any other busy process on the
+# machine (measured with scripts/bench_threads.py; the numbers are in the README).
+PARALLEL_MIN_PARAMS = 200_000
 
-    Lightning's ModelCheckpoint rewrites its last checkpoint only when it also saves a top-k one;
-    this writes last.ckpt on its own, through the trainer's checkpoint IO (atomic with
-    :class:`AtomicCheckpointIO`), so a killed run resumes from its last finished epoch. As a
-    ``Checkpoint`` it runs after the LightningModule's epoch-end hook, like ModelCheckpoint.
 
-    Args:
-        dirpath: Folder of ``last.ckpt``.
-        every_n_epochs: Save after every this many epochs (and always when training ends).
+def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def torch_threads_for(setting: int | str, num_params: int, cores: int | None = None) -> int:
+    """Intra-op threads for a run: an integer setting as it is; ``auto`` decides.
+
+    ``auto``: ``OMP_NUM_THREADS`` when it is set (by the user, joblib, the SLURM launcher or the
+    multirun thread callback, which share cores between jobs); else one thread for a network
+    below :data:`PARALLEL_MIN_PARAMS` parameters and every core this process may use above it.
     """
+    if setting != "auto":
+        return int(setting)
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) >= 1:
+        return int(from_env)
+    if num_params < PARALLEL_MIN_PARAMS:
+        return 1
+    return cores or len(os.sched_getaffinity(0))
 
-    FILE_NAME = "last.ckpt"
 
-    def __init__(self, dirpath: str | os.PathLike, every_n_epochs: int = 1) -> None:
-        if not _is_int(every_n_epochs) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs={every_n_epochs!r} is invalid: it must be >= 1")
-        self.dirpath = Path(dirpath)
-        self.every_n_epochs = every_n_epochs
-        self._saved_at_step: int | None = None
+def set_torch_threads(setting: int | str, num_params: int) -> int:
+    """Set torch's intra-op threads by :func:`torch_threads_for`; returns the number set."""
+    threads = torch_threads_for(setting, num_params)
+    torch.set_num_threads(threads)
+    return threads
 
-    @property
-    def path(self) -> Path:
-        """The checkpoint file."""
-        return self.dirpath / self.FILE_NAME
 
-    def _save(self, trainer: pl.Trainer) -> None:
-        # weights_only=False: the full state (optimizer, loops), what a resume needs.
-        trainer.save_checkpoint(self.path, weights_only=False)
-        self._saved_at_step = trainer.global_step
+def pass_job_to_ranks() -> None:
+    """In a multirun job, tell DDP ranks started from here which job they belong to.
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        self._save(trainer)
+    Lightning's DDP launcher starts ranks 1..n-1 by running this process's command line again,
+    which in a multirun is the whole sweep; :func:`mlplab.tasks.common.rank_job_argv` reads these
+    variables in the rank's console script and runs just this job.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._saved_at_step != trainer.global_step:  # stopped between two saves
-            self._save(trainer)
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hc = HydraConfig.get()
+    os.environ[common.JOB_OVERRIDES_ENV] = json.dumps(list(hc.overrides.task))
+    os.environ[common.JOB_DIR_ENV] = str(hc.runtime.output_dir)
 
 
 def build_logger(cfg: DictConfig | None) -> Logger | None:

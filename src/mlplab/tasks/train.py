@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import pytorch_lightning as pl
 
     from mlplab.data.datamodule import SpiralDataModule
-    from mlplab.models.classifier import SpiralClassifier
+    from mlplab.models.classifier import Classifier
     from mlplab.models.mlp import MLP
 
 log = logging.getLogger("mlplab")
@@ -67,7 +67,6 @@ def validate_data_config(cfg: DictConfig) -> None:
             f"leaves an empty validation or training split of {n_samples - n_test} samples",
         )
     common.check_int(cfg, "data.batch_size", minimum=1)
-    common.check_int(cfg, "data.steps_per_block", minimum=1, optional=True)
     common.check_int(cfg, "data.eval_batch_size", minimum=1, optional=True)
     common.check_int(cfg, "data.seed", minimum=0)
 
@@ -133,6 +132,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     common.check_int(cfg, "grid_size", minimum=2, maximum=4000)
     common.check_bool(cfg, "test")
     common.check_bool(cfg, "figures")
+    common.check_threads(cfg)
     ckpt = common.get(cfg, "ckpt_path")
     if ckpt is not None and (not isinstance(ckpt, str) or not ckpt.strip()):
         raise ConfigError("ckpt_path", ckpt, "must be a path to a .ckpt file, 'last' or null")
@@ -140,21 +140,27 @@ def validate_train_config(cfg: DictConfig) -> None:
 
     runtime.validate_trainer_config(cfg)
     runtime.validate_callbacks_config(cfg, logged_metrics(cfg))
-    for group in ("data", "model", "loss", "optimizer"):
+    for group in ("data", "model", "loss", "optimizer", "scheduler"):
         runtime.check_arguments(cfg, group)
 
 
-def build_model(cfg: DictConfig) -> SpiralClassifier:
-    """The LightningModule: the MLP from ``cfg.model``, the loss and optimizer from their groups."""
-    from mlplab.models.classifier import SpiralClassifier
+def build_model(cfg: DictConfig) -> Classifier:
+    """The LightningModule: the network of ``cfg.model``; loss, optimizer, scheduler likewise."""
+    from mlplab.models.classifier import Classifier
 
     net = hydra.utils.instantiate(cfg.model)
     loss = hydra.utils.instantiate(cfg.loss)
     optimizer = hydra.utils.instantiate(cfg.optimizer)
-    return SpiralClassifier(net, loss, optimizer, num_classes=cfg.data.num_classes)
+    scheduler_cfg = cfg.get("scheduler")
+    scheduler = (
+        hydra.utils.instantiate(scheduler_cfg)
+        if scheduler_cfg and "_target_" in scheduler_cfg
+        else None
+    )
+    return Classifier(net, loss, optimizer, num_classes=cfg.data.num_classes, scheduler=scheduler)
 
 
-def build_run(cfg: DictConfig) -> tuple[SpiralDataModule, SpiralClassifier]:
+def build_run(cfg: DictConfig) -> tuple[SpiralDataModule, Classifier]:
     """Seed everything from ``cfg.seed``, then build the datamodule and the model.
 
     The MLP is the first thing drawn from the seeded global RNG, as in the tutorial's
@@ -205,7 +211,7 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
     if ckpt_path != "last":
         return Path(ckpt_path).expanduser().absolute()
     callbacks = cfg.get("callbacks") or {}
-    dirpath = (callbacks.get("last_checkpoint") or {}).get("dirpath")
+    dirpath = (callbacks.get("model_checkpoint") or {}).get("dirpath")
     path = Path(dirpath or output_dir / "checkpoints") / "last.ckpt"
     if path.is_file():
         return path
@@ -222,7 +228,7 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
 
 
 def _differences(
-    checkpoint: dict[str, Any], datamodule: SpiralDataModule, model: SpiralClassifier
+    checkpoint: dict[str, Any], datamodule: SpiralDataModule, model: Classifier
 ) -> Iterator[tuple[str, Any, Any]]:
     """(key, value in the checkpoint, value in this run) for each setting a resume must keep."""
     saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
@@ -254,7 +260,7 @@ def _plain(value: Any) -> Any:
 
 
 def check_resume(
-    path: Path, checkpoint: dict[str, Any], datamodule: SpiralDataModule, model: SpiralClassifier
+    path: Path, checkpoint: dict[str, Any], datamodule: SpiralDataModule, model: Classifier
 ) -> None:
     """Refuse to resume a checkpoint trained with other settings: the result would be no one's run.
 
@@ -272,7 +278,7 @@ def check_resume(
 
 def train(
     datamodule: SpiralDataModule,
-    model: SpiralClassifier,
+    model: Classifier,
     trainer: pl.Trainer,
     *,
     ckpt_path: str | Path | None = None,
@@ -320,6 +326,8 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
     runtime.quiet_expected_warnings()
     datamodule, model = build_run(cfg)
+    threads = runtime.set_torch_threads(cfg.threads, runtime.count_parameters(model))
+    log.info("torch intra-op threads: %d (threads=%s)", threads, cfg.threads)
     ckpt_path = resume_path(cfg, output_dir)
     if ckpt_path is not None:
         checkpoint = runtime.load_checkpoint(ckpt_path)
@@ -334,6 +342,7 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     logger = runtime.build_logger(cfg.get("logger"))
     callbacks = runtime.build_callbacks(cfg.get("callbacks"))
     trainer = runtime.build_trainer(cfg.trainer, logger, callbacks)
+    runtime.pass_job_to_ranks()
     common.settle_gc()
     metrics = train(datamodule, model, trainer, ckpt_path=ckpt_path, run_test=cfg.test)
     if not trainer.is_global_zero:
@@ -347,6 +356,9 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     print(f"Accuracy on the {n_train} training samples: {metrics['train/acc']:0.2f}")
     if "test/acc" in metrics:
         print(f"Accuracy on the {n_test} testing samples: {metrics['test/acc']:0.2f}")
+    if trainer.fast_dev_run:  # Lightning's smoke test writes nothing; neither does mlplab
+        log.info("fast_dev_run: no figures and no HPARAMS entry")
+        return metrics
     if cfg.figures:
         _save_figures(cfg, datamodule, model, metrics, output_dir, logger, trainer.global_step)
     final = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
@@ -361,7 +373,7 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 def _save_figures(
     cfg: DictConfig,
     datamodule: SpiralDataModule,
-    model: SpiralClassifier,
+    model: Classifier,
     metrics: dict[str, float],
     output_dir: Path,
     logger: Any,
