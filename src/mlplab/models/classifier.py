@@ -164,9 +164,10 @@ class Classifier(pl.LightningModule):
         sizes = torch.tensor(self.epoch_sizes, dtype=losses.dtype, device=losses.device)
         self.train_loss.update(losses, sizes)
         self.train_acc.update(torch.cat(self.epoch_predictions), torch.cat(self.epoch_targets))
-        # compute() syncs the metric states across DDP ranks: every rank logs the same value.
-        self.log("train/loss", self.train_loss.compute())
-        self.log("train/acc", 100.0 * self.train_acc.compute())
+        # compute() syncs the metric states across DDP ranks, so every rank holds the same value;
+        # sync_dist=True only tells Lightning so (a mean of equal values, once per epoch).
+        self.log("train/loss", self.train_loss.compute(), sync_dist=True)
+        self.log("train/acc", 100.0 * self.train_acc.compute(), sync_dist=True)
         self.train_loss.reset()
         self.train_acc.reset()
         self.training_losses.extend(losses.float().tolist())
@@ -183,14 +184,14 @@ class Classifier(pl.LightningModule):
         self._eval_step(batch, "val", self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/acc", 100.0 * self.val_acc.compute())
+        self.log("val/acc", 100.0 * self.val_acc.compute(), sync_dist=True)
         self.val_acc.reset()
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_acc)
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/acc", 100.0 * self.test_acc.compute())
+        self.log("test/acc", 100.0 * self.test_acc.compute(), sync_dist=True)
         self.test_acc.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ Shared by the train and eval tasks; everything here takes config nodes or plain 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import json
@@ -13,7 +14,7 @@ import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,25 @@ def pass_job_to_ranks() -> None:
     hc = HydraConfig.get()
     os.environ[common.JOB_OVERRIDES_ENV] = json.dumps(list(hc.overrides.task))
     os.environ[common.JOB_DIR_ENV] = str(hc.runtime.output_dir)
+
+
+@contextlib.contextmanager
+def distributed_job() -> Iterator[None]:
+    """Leave the process as the job found it: no process group, no launcher variables.
+
+    Lightning's DDP launcher sets ``LOCAL_RANK``, ``MASTER_PORT`` ... in this process's
+    environment and keeps its process group until exit. The next job of a multirun in the same
+    process would then take itself for a rank started externally and reuse a group whose other
+    ranks are gone; so a job restores the environment and destroys the group when it ends.
+    """
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def build_logger(cfg: DictConfig | None) -> Logger | None:

@@ -339,6 +339,20 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
             checkpoint.get("epoch", -1),
             checkpoint.get("global_step", -1),
         )
+    with runtime.distributed_job():
+        return _fit_and_record(cfg, output_dir, datamodule, model, ckpt_path)
+
+
+def _fit_and_record(
+    cfg: DictConfig,
+    output_dir: Path,
+    datamodule: SpiralDataModule,
+    model: Classifier,
+    ckpt_path: Path | None,
+) -> dict[str, float]:
+    """Fit and test; on rank 0, print the tutorial's lines and write figures and HPARAMS."""
+    from mlplab.tasks import runtime
+
     logger = runtime.build_logger(cfg.get("logger"))
     callbacks = runtime.build_callbacks(cfg.get("callbacks"))
     trainer = runtime.build_trainer(cfg.trainer, logger, callbacks)
