@@ -335,3 +335,26 @@ def test_a_failed_netcdf_write_leaves_the_old_file_and_no_temporary(tmp_path, mo
         save_netcdf(ds, path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lif_grid.nc"]
     assert path.read_bytes() == before
+
+
+def test_distance_map_stripes_come_from_whole_spike_counts():
+    """The stripes along tau_ref that mlplab-lif's caption explains, measured on the default axes.
+
+    With tau_ref a whole number of steps, rounding tau_ref plays no part: the stripes come from
+    counting whole spikes in T (about 10 at tau_ref = 100 ms for T = 1000 ms). The analytic rates
+    give a smooth map, and a 100 times longer T fades the stripes.
+    """
+    I, Rm, tau_ref = grid_axis(0, 2, 50), grid_axis(1, 100, 10), grid_axis(1, 100, 100)
+
+    def stripes(d: np.ndarray) -> float:
+        """Mean |second difference| along tau_ref over its long half (few spikes per curve)."""
+        return float(np.abs(np.diff(d[:, 40:], n=2, axis=1)).mean())
+
+    def simulated(T: float) -> float:
+        return stripes(transfer_grid(I, Rm, tau_ref, T=T, counts="closed_form").distance_to_relu)
+
+    rates = analytic_rate_hz(I, Rm.view(-1, 1, 1), tau_ref.view(1, -1, 1), 10.0, 1.0)
+    smooth = stripes(distance_to_relu(I, rates).numpy())
+    short, long = simulated(1000.0), simulated(100_000.0)
+    assert short > 100 * smooth
+    assert long < short / 10
