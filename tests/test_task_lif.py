@@ -512,7 +512,7 @@ def test_cli_trace_and_fi_runs(tmp_path):
     _, Vm_ref = run_LIF(3)
     assert record["metrics"]["lif/spike_count"] == int(torch.sum(Vm_ref > 1))
     assert (run_dir / "trace.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert "I=3, Rm=1, Cm=10, tau_ref=10, T=50 ms:" in proc.stdout
+    assert "I=3 mA, Rm=1 kOhm, Cm=10 uF, tau_ref=10 ms, T=50 ms:" in proc.stdout
 
     # A list on the command line replaces the default {start, stop, num, log} of lif.I.
     proc = run_cli(

@@ -651,8 +651,8 @@ def trace_figure(spec: TraceSpec, result: TraceResult) -> Figure:
     from mlplab.viz import plot_lif_trace
 
     title = (
-        f"LIF Neuron Output: I={spec.I:g} mA, Rm={spec.Rm:g} kOhm, Cm={spec.Cm:g} uF, "
-        f"tau_ref={spec.tau_ref:g} ms ({result.count} spikes)"
+        f"LIF Neuron Output ({result.count} spikes)\nI={spec.I:g} mA, Rm={spec.Rm:g} kOhm, "
+        f"Cm={spec.Cm:g} uF, tau_ref={spec.tau_ref:g} ms, dt={spec.dt:g} ms, {spec.method}"
     )
     return plot_lif_trace(result.time, result.Vm, Vth=spec.Vth, title=title)
 
@@ -776,7 +776,7 @@ def _trace_run(cfg: DictConfig, spec: TraceSpec, output_dir: Path) -> dict[str, 
     result = run_trace(spec)
     metrics = trace_metrics(spec, result)
     print(
-        f"I={spec.I:g}, Rm={spec.Rm:g}, Cm={spec.Cm:g}, tau_ref={spec.tau_ref:g}, "
+        f"I={spec.I:g} mA, Rm={spec.Rm:g} kOhm, Cm={spec.Cm:g} uF, tau_ref={spec.tau_ref:g} ms, "
         f"T={spec.T:g} ms: {result.count} spikes, first at {metrics['lif/first_spike_ms']:g} ms, "
         f"{metrics['lif/rate_hz']:.4g} Hz (analytic {metrics['lif/analytic_rate_hz']:.4g} Hz)"
     )
