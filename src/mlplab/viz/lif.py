@@ -39,7 +39,7 @@ def plot_lif_trace(
     steps its ``torch.sum(Vm > Vth)`` counts when ``V_spike > 0``.
 
     Args:
-        time: Time points (msec), shape (T,).
+        time: Time points (ms), shape (T,).
         Vm: Membrane voltage (V), shape (T,) or (n, T) for n traces.
         Vth: Spike threshold (V).
         title: Axes title; the tutorial's "LIF Neuron Output" when None.
