@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import NO_PROGRESS, SMALL_TRAIN, read_metrics, run_cli
 from mlplab.data.rings import RingsDataModule, make_rings
-from mlplab.tasks.common import ConfigError, instantiate, run_task
+from mlplab.tasks.common import CONF_DIR, ConfigError, instantiate, run_task
 from mlplab.tasks.train import _train_body, check_resume
 
 # A datamodule as Lightning's documentation writes one: TensorDatasets, standard DataLoaders.
@@ -340,3 +341,41 @@ def test_no_task_names_a_dataset_or_network_key() -> None:
         ]
         == "${data.num_features}"
     )
+
+
+CSV_LOGGER = """
+_target_: pytorch_lightning.loggers.CSVLogger
+save_dir: ${paths.output_dir}
+name: elsewhere
+version: ""
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_every_task_finds_options_in_another_folder(tmp_path) -> None:
+    """--config-dir, hydra.searchpath (in a multirun) and --config-path, for the other tasks."""
+    mine = tmp_path / "mine"
+    (mine / "logger").mkdir(parents=True)
+    (mine / "logger" / "elsewhere.yaml").write_text(CSV_LOGGER)
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    for task, args in (("approx", ["n_points=5"]), ("lif", ["mode=trace"])):
+        result = run_cli(task, "--config-dir", str(mine), "logger=elsewhere", *args, logs,
+                         cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        (run_dir,) = (tmp_path / "logs" / task / "runs").iterdir()
+        assert (run_dir / "elsewhere" / "metrics.csv").is_file()  # the option from `mine`
+    result = run_cli("approx", "-m", f"hydra.searchpath=[file://{mine}]", "logger=elsewhere",
+                     "n_points=4,8", logs, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "approx" / "multiruns").iterdir()
+    assert all((sweep / job / "elsewhere" / "metrics.csv").is_file() for job in "01")
+    # --config-path: a primary config folder of one's own (here a copy with another target).
+    shutil.copytree(CONF_DIR, tmp_path / "conf")
+    primary = tmp_path / "conf" / "approx.yaml"
+    primary.write_text(primary.read_text().replace("target: sin", "target: cos"))
+    result = run_cli("approx", "--config-path", str(tmp_path / "conf"), "logger=none",
+                     f"paths.log_dir={tmp_path / 'own'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "own" / "approx" / "runs").iterdir()
+    assert yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["target"] == "cos"
