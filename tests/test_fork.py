@@ -379,3 +379,22 @@ def test_every_task_finds_options_in_another_folder(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "own" / "approx" / "runs").iterdir()
     assert yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())["target"] == "cos"
+
+
+def test_a_network_whose_outputs_are_not_the_classes_stops_at_its_first_step(tmp_path) -> None:
+    import functools
+
+    import pytorch_lightning as pl
+    from torch import nn
+
+    from mlplab.data.datamodule import SpiralDataModule
+    from mlplab.models.classifier import Classifier
+
+    sgd = functools.partial(torch.optim.SGD, lr=0.1)
+    model = Classifier(nn.Linear(2, 5), nn.CrossEntropyLoss(), sgd, num_classes=4)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match=r"returns 5 logits per sample for num_classes=4"):
+        trainer.fit(model, datamodule=SpiralDataModule(points_per_class=20, batch_size=8))
+    assert trainer.global_step == 0
