@@ -219,7 +219,19 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     assert repr(next(iter(kwargs.values()))) in str(info.value)
 
 
-def test_val_fraction_leaving_an_empty_split_fails_in_setup():
-    dm = SpiralDataModule(points_per_class=5, val_fraction=0.01)  # int(0.01 * 16) == 0
-    with pytest.raises(ValueError, match=r"val_fraction=0\.01 leaves an empty split"):
-        dm.setup("fit")
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # int(0.01 * 16) == 0 validation samples
+        ({"points_per_class": 5, "val_fraction": 0.01}, r"^val_fraction=0\.01 is invalid: leaves"),
+        # int(0.2 * 4) == 0 test samples
+        ({"points_per_class": 1}, r"^test_fraction=0\.2 is invalid: leaves an empty test"),
+        ({"num_classes": 1}, r"^num_classes=1 is invalid: must be an integer >= 2$"),
+        ({"num_features": 3}, r"^num_features=3 is invalid: must be 2"),
+        ({"sigma": -1.0}, r"^sigma=-1\.0 is invalid: must be a number >= 0\.0$"),
+    ],
+)
+def test_the_constructor_refuses_what_setup_could_not_use(kwargs, message):
+    # Refused when built, before any work: a task reports it as data.<name>=... is invalid.
+    with pytest.raises(ValueError, match=message):
+        SpiralDataModule(**kwargs)

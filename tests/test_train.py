@@ -22,7 +22,7 @@ from conftest import SMALL_TRAIN, checkpoint_of, read_metrics, run_cli
 from mlplab.data.datamodule import epoch_seed
 from mlplab.data.spiral import make_spiral, shuffle_split
 from mlplab.models.mlp import MLP
-from mlplab.tasks.common import run_task
+from mlplab.tasks.common import CONF_DIR, run_task
 from mlplab.tasks.train import _train_body, build_run
 
 SMALL = SMALL_TRAIN
@@ -278,8 +278,9 @@ def test_resume_from_last_ckpt_equals_an_uninterrupted_run(compose_config, tmp_p
         ("model.activation='Foo()'", "model.activation='Foo()' is invalid: activation spec"),
         ("data.test_fraction=1.5", "data.test_fraction=1.5 is invalid: must be a number in (0"),
         ("data.batch_size=0", "data.batch_size=0 is invalid: must be an integer >= 1"),
-        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid: must be a number > 0"),
-        ("trainer.max_epochs=0", "trainer.max_epochs=0 is invalid: must be an integer >= 1"),
+        # The constructors' own messages: torch's optimizer, Lightning's Trainer.
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid: Invalid learning rate: -0.1"),
+        ("trainer.max_epochs=-2", "trainer.max_epochs=-2 is invalid: `max_epochs` must be a non-"),
         ("data.num_classes=1", "data.num_classes=1 is invalid: must be an integer >= 2"),
         (
             "callbacks.model_checkpoint=5",
@@ -348,5 +349,5 @@ def test_cli_refuses_an_unknown_loss_in_one_line(tmp_path) -> None:
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith("mlplab-train: error: loss='foo' is invalid: must be one of custom_ce")
-    assert line.endswith("(conf/loss/)")
+    assert line.endswith(f"(the loss/ options in {CONF_DIR})")  # the folder Hydra searched
     assert not (tmp_path / "train").exists()  # refused before Hydra made a run folder

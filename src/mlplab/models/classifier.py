@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -40,6 +41,24 @@ def evaluate(net: nn.Module, X: Tensor, y: Tensor, loss: nn.Module) -> tuple[flo
     return float(loss(logits, y)), acc
 
 
+def evaluate_batches(
+    net: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], loss: nn.Module
+) -> tuple[float, float, int]:
+    """:func:`evaluate` over ``(x, y)`` minibatches: mean loss and accuracy (percent) over all
+    samples, each minibatch's loss weighted by its size, and the number of samples N.
+
+    One minibatch holding the whole split gives :func:`evaluate`'s numbers exactly.
+    """
+    results = [(*evaluate(net, x, y, loss), len(y)) for x, y in batches]
+    if len(results) == 1:
+        return results[0]
+    count = sum(n for _, _, n in results)
+    if count == 0:
+        return math.nan, math.nan, 0
+    mean_loss = sum(value * n for value, _, n in results) / count
+    return mean_loss, sum(acc * n for _, acc, n in results) / count, count
+
+
 class Classifier(pl.LightningModule):
     """Train ``net`` on ``(x, y)`` minibatches with ``loss`` and a torch optimizer.
 
@@ -61,6 +80,10 @@ class Classifier(pl.LightningModule):
         num_classes: C, for the accuracy metrics.
         scheduler: Optional factory ``scheduler(optimizer, total_steps)``, stepped after every
             optimizer step (:mod:`mlplab.models.schedulers`).
+        built_from: What built the run, as plain values: for each part (``data``, ``model``,
+            ``loss``, ``optimizer``, ...) its class path ``_target_`` and its arguments. Saved
+            with ``num_classes`` by ``save_hyperparameters``, so a checkpoint says what built
+            it and loads with ``torch.load(weights_only=True)``.
 
     Attributes:
         lr: The learning rate passed to ``optimizer`` (taken from the factory's ``lr`` keyword);
@@ -76,8 +99,12 @@ class Classifier(pl.LightningModule):
         optimizer: OptimizerFactory,
         num_classes: int,
         scheduler: SchedulerFactory | None = None,
+        built_from: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # The modules and factories are objects, saved as weights or not at all; the rest are
+        # plain values (the checkpoint's hyper_parameters).
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.loss_fn = loss
         self.optimizer_factory = optimizer
@@ -112,6 +139,11 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits = self.net(x)
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"the network returns {logits.shape[-1]} logits per sample for "
+                f"num_classes={self.num_classes}: its output size must equal the number of classes"
+            )
         loss = self.loss_fn(logits, y)
         if not torch.isfinite(loss):
             self._diverged(loss)
@@ -195,17 +227,9 @@ class Classifier(pl.LightningModule):
         self.test_acc.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Plain values only, so the checkpoint loads with torch.load(weights_only=True).
-        net_config = self.net.config() if hasattr(self.net, "config") else None
-        loss = type(self.loss_fn)
-        checkpoint["mlplab"] = {
-            "net": net_config,
-            "num_classes": self.num_classes,
-            # Its class path, so mlplab-eval can measure test/loss with the training loss.
-            "loss": f"{loss.__module__}.{loss.__qualname__}",
-            # A tensor, not a list: pickling 2,500 floats costs more than the whole state_dict.
-            "training_losses": torch.tensor(self.training_losses, dtype=torch.float64),
-        }
+        # A tensor, not a list: pickling 2,500 floats costs more than the whole state_dict.
+        losses = torch.tensor(self.training_losses, dtype=torch.float64)
+        checkpoint["mlplab"] = {"training_losses": losses}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         losses = checkpoint.get("mlplab", {}).get("training_losses", [])

@@ -6,27 +6,25 @@ Shared by the train and eval tasks; everything here takes config nodes or plain 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import json
+import math
 import os
 import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from matplotlib.figure import Figure
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, Checkpoint, ModelSummary, ProgressBar
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
-from pytorch_lightning.strategies import StrategyRegistry
 from torch import Tensor, nn
 
 from mlplab.io import atomic_write
@@ -43,129 +41,12 @@ _EXPECTED_WARNINGS = (
     # A resume into a new run folder: the new folder is the point.
     r".*The dirpath has changed from",
 )
-ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16")
 
 
 def quiet_expected_warnings() -> None:
     """Silence the Lightning warnings that mlplab's design triggers on every run."""
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-
-
-def check_arguments(cfg: DictConfig, key: str) -> None:
-    """Refuse keys of the ``_target_`` node at ``key`` that its target does not accept.
-
-    Catches typos such as ``+model.widht=64`` before anything is built, with the key's name.
-    """
-    node = common.get(cfg, key)
-    if not isinstance(node, DictConfig) or "_target_" not in node:
-        return
-    target_name = str(node._target_)
-    try:
-        target = hydra.utils.get_object(target_name)
-        parameters = inspect.signature(target).parameters
-    except (ImportError, AttributeError, ValueError, TypeError) as err:
-        raise ConfigError(f"{key}._target_", target_name, "cannot be imported") from err
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    for name in node:
-        if not str(name).startswith("_") and name not in parameters:
-            value = OmegaConf.select(node, str(name), throw_on_resolution_failure=False)
-            allowed = ", ".join(p for p in parameters if p not in ("self", "params"))
-            raise ConfigError(
-                f"{key}.{name}", value, f"is not an argument of {target_name} (it takes {allowed})"
-            )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_devices(cfg: DictConfig, key: str) -> None:
-    value = common.get(cfg, key)
-    allowed = "must be 'auto', an integer >= 1 (or -1 for all) or a list of device indices"
-    if value == "auto" or (_is_int(value) and (value >= 1 or value == -1)):
-        return
-    items = list(value) if OmegaConf.is_list(value) else None
-    if not items or not all(_is_int(i) and i >= 0 for i in items):
-        raise ConfigError(key, value, allowed)
-
-
-def _check_limit(cfg: DictConfig, key: str) -> None:
-    value = common.get(cfg, key)
-    if value is None:
-        return
-    if _is_int(value) and value >= 1:
-        return
-    if isinstance(value, float) and 0.0 < value <= 1.0:
-        return
-    raise ConfigError(key, value, "must be an integer >= 1 (batches), a fraction in (0, 1] or null")
-
-
-def validate_trainer_config(cfg: DictConfig, key: str = "trainer") -> None:
-    """Check the Trainer values of ``cfg.<key>`` before Lightning sees them."""
-    node = common.get(cfg, key)
-    if not isinstance(node, DictConfig):
-        raise ConfigError(key, node, "must be a trainer config (trainer=cpu, gpu, ddp or ddp_sim)")
-    accelerator = common.check_choice(cfg, f"{key}.accelerator", ACCELERATORS)
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"{key}.accelerator",
-            accelerator,
-            "no CUDA GPU is visible on this machine; use trainer=cpu, or trainer=ddp_sim to try "
-            "data-parallel training on the CPU",
-        )
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{key}.accelerator", accelerator, "MPS is not available here")
-    _check_devices(cfg, f"{key}.devices")
-    if "strategy" in node:
-        common.check_choice(
-            cfg, f"{key}.strategy", ("auto", *StrategyRegistry.available_strategies())
-        )
-    precision = common.get(cfg, f"{key}.precision") if "precision" in node else "32-true"
-    if str(precision) not in PRECISIONS or isinstance(precision, bool | float):
-        raise ConfigError(f"{key}.precision", precision, f"must be one of {', '.join(PRECISIONS)}")
-    common.check_int(cfg, f"{key}.max_epochs", minimum=1)
-    if "max_steps" in node:
-        common.check_int(cfg, f"{key}.max_steps", minimum=-1)
-    deterministic = common.get(cfg, f"{key}.deterministic")
-    if not (isinstance(deterministic, bool) or deterministic == "warn"):
-        raise ConfigError(f"{key}.deterministic", deterministic, "must be true, false or 'warn'")
-    common.check_int(cfg, f"{key}.log_every_n_steps", minimum=1)
-    if "check_val_every_n_epoch" in node:
-        common.check_int(cfg, f"{key}.check_val_every_n_epoch", minimum=1, optional=True)
-    if "num_sanity_val_steps" in node:
-        common.check_int(cfg, f"{key}.num_sanity_val_steps", minimum=-1)
-    for limit in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        if limit in node:
-            _check_limit(cfg, f"{key}.{limit}")
-    check_arguments(cfg, key)
-
-
-def validate_callbacks_config(cfg: DictConfig, logged: Iterable[str]) -> None:
-    """Check ``cfg.callbacks``: known arguments, and a checkpoint monitor that will be logged."""
-    callbacks = cfg.get("callbacks")
-    if not callbacks:
-        return
-    if not isinstance(callbacks, DictConfig):
-        raise ConfigError("callbacks", callbacks, "must be a mapping of callback configs or null")
-    for name, node in callbacks.items():
-        if node is not None and not isinstance(node, DictConfig):
-            raise ConfigError(
-                f"callbacks.{name}", node, "must be a callback config (with _target_) or null"
-            )
-        check_arguments(cfg, f"callbacks.{name}")
-    checkpoint = callbacks.get("model_checkpoint")
-    if not checkpoint:
-        return
-    if checkpoint.get("monitor") is not None:
-        common.check_choice(cfg, "callbacks.model_checkpoint.monitor", sorted(logged))
-    if "mode" in checkpoint:
-        common.check_choice(cfg, "callbacks.model_checkpoint.mode", ("min", "max"))
-    for name, minimum in (("every_n_epochs", 0), ("save_top_k", -1)):
-        if name in checkpoint:
-            common.check_int(cfg, f"callbacks.model_checkpoint.{name}", minimum, optional=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -252,24 +133,36 @@ def distributed_job() -> Iterator[None]:
         os.environ.update(environ)
 
 
-def build_logger(cfg: DictConfig | None) -> Logger | None:
+def build_logger(cfg: DictConfig | None, key: str = "logger") -> Logger | None:
     """The logger of ``cfg.logger``, or None for ``logger=none``."""
     if not cfg or "_target_" not in cfg:
         return None
-    return hydra.utils.instantiate(cfg)
+    return common.instantiate(cfg, key)
 
 
-def build_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    """Every callback config (a node with ``_target_``) of ``cfg.callbacks``."""
+def build_callbacks(cfg: DictConfig | None, key: str = "callbacks") -> list[Callback]:
+    """Every callback config (a node with ``_target_``) of ``cfg.callbacks``; null ones are off."""
     if not cfg:
         return []
-    return [hydra.utils.instantiate(node) for node in cfg.values() if node and "_target_" in node]
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(key, cfg, "must be a mapping of callback configs or null")
+    callbacks = []
+    for name, node in cfg.items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{key}.{name}", node, "must be a callback config (with _target_)")
+        callbacks.append(common.instantiate(node, f"{key}.{name}"))
+    return callbacks
 
 
-def build_trainer(cfg: DictConfig, logger: Logger | None, callbacks: list[Callback]) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, logger: Logger | None, callbacks: list[Callback], key: str = "trainer"
+) -> pl.Trainer:
     """The Trainer of ``cfg.trainer``; progress bar, summary, checkpoints follow the callbacks."""
-    return hydra.utils.instantiate(
+    return common.instantiate(
         cfg,
+        key,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
@@ -376,15 +269,27 @@ def check_state_dict(path: Path, saved: Mapping[str, Tensor], model: nn.Module) 
 def save_decision_map(
     net: nn.Module, X_test: Tensor, y_test: Tensor, grid_size: int, title: str | None = None
 ) -> Figure:
-    """The tutorial's decision map: predictions on a grid_size^2 grid, test points overlaid."""
+    """The tutorial's decision map: predictions on a grid_size^2 grid, test points overlaid.
+
+    The grid covers the tutorial's [-2, 2]^2, widened to the next integer when test points lie
+    outside it (any 2-D dataset).
+    """
     from mlplab.viz import plot_decision_map, sample_grid
 
-    grid = sample_grid(grid_size)
+    reach = float(X_test.abs().max()) if len(X_test) else 0.0
+    x_max = max(2.0, math.ceil(1.05 * reach))
+    grid = sample_grid(grid_size, x_max)
+    first = next(net.parameters(), None)
     was_training = net.training
     net.eval()
-    labels = net(grid).argmax(dim=1)
+    labels = net(grid if first is None else grid.to(first.dtype)).argmax(dim=1)
     net.train(was_training)
-    return plot_decision_map(labels, X_test, y_test, M=grid_size, title=title)
+    return plot_decision_map(labels, X_test, y_test, M=grid_size, x_max=x_max, title=title)
+
+
+def is_plane(X: Tensor) -> bool:
+    """True for points of the plane, shape (N, 2): the decision map can be drawn."""
+    return X.ndim == 2 and X.shape[1] == 2
 
 
 def log_figures(figures: dict[str, Figure], output_dir: Path, writer: Any, step: int) -> None:
