@@ -449,7 +449,8 @@ def summary_markdown(
 ) -> str:
     """The report page: counts, the shared overrides, results, seed statistics, failures."""
     keys = swept_keys(frame)
-    counts = frame["status"].value_counts(sort=False)
+    counts = frame["status"].value_counts()
+    counts = counts[sorted(counts.index, key=lambda s: (STATUS_ORDER.get(s, 4), s))]
     order = "highest" if mode == "max" else "lowest"
     lines = [
         "# Sweep report",
