@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from matplotlib.collections import QuadMesh
 
-from conftest import run_cli
+from conftest import python_output, run_cli
 from mlplab.report import (
     FAILED,
     MISSING,
@@ -162,6 +162,11 @@ def test_jobs_not_finished_or_not_started(cli_sweep, sweep_copy):
     summary = make_report(sweep_copy, figures=False)
     assert summary["jobs/missing"] == 2 and summary["jobs/unreadable"] == 1
     assert summary["best/test/acc"] is None  # no job finished
+
+
+def test_the_library_needs_no_hydra():
+    code = "import sys, mlplab.report; print(sorted(m for m in sys.modules if 'hydra' in m))"
+    assert python_output(code) == "[]"
 
 
 # --- tables and order on hand-made folders ----------------------------------------------------

@@ -527,8 +527,9 @@ def wants_log(values: Sequence[float], log: bool | str) -> bool:
     return bool(log)
 
 
-def settings_title(frame: pd.DataFrame, what: str, width: int = 80) -> str:
-    """``what``, then the settings every job shares (and seeds averaged over), wrapped."""
+def settings_title(frame: pd.DataFrame, what: str, spread: bool = True, width: int = 80) -> str:
+    """``what``, then the settings every job shares (and the seeds averaged over: ``spread``,
+    with their standard deviation), wrapped."""
     fixed = [
         f"{short(k)}={show(v)}"
         for k, v in common_overrides(frame).items()
@@ -536,7 +537,7 @@ def settings_title(frame: pd.DataFrame, what: str, width: int = 80) -> str:
     ]
     seeds = [k for k in AVERAGED_KEYS if k in swept_keys(frame)]
     for key in seeds:
-        fixed.append(f"mean ± std over {frame[key].nunique()} {key}s")
+        fixed.append(f"mean{' ± std' if spread else ''} over {frame[key].nunique()} {key}s")
     text = what + ("\n" + "; ".join(fixed) if fixed else "")
     return "\n".join(textwrap.fill(part, width) for part in text.split("\n"))
 
@@ -651,7 +652,7 @@ def _heatmaps(
         ys,
         xlabel=label(x_key),
         ylabel=label(y_key),
-        title=settings_title(frame, label(metric)),
+        title=settings_title(frame, f"{label(metric)} by {short(x_key)} and {short(y_key)}", False),
         cbar_label=label(metric),
         log_x=wants_log(xs, log_x),
         fmt="{:.1f}",

@@ -226,19 +226,25 @@ def plot_metric_vs(
             line = bars.lines[0]
         if fit_slope:
             _draw_fit(ax, x, values, line.get_color(), name if len(series) > 1 else "fit")
-    for name, value in (hlines or {}).items():
+    hlines = hlines or {}
+    for name, value in hlines.items():
         ax.axhline(value, color="0.4", linestyle=":", linewidth=1.2, label=name)
     ax.set_xscale("log" if log_x else "linear")
     ax.set_yscale("log" if log_y else "linear")
     _tick_at_values(ax.xaxis, x)
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.set_title(title or "", fontsize="medium")
-    entries = len(ax.get_legend_handles_labels()[1])
-    if entries > MAX_LEGEND_INSIDE:  # beside the axes, where it hides no line
+    # The series (and their fits) in order, reference lines last.
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] in hlines)
+    place: dict = {}
+    if len(labels) > MAX_LEGEND_INSIDE:  # beside the axes, where it hides no line
         fig.set_size_inches(8.4, 4.8)
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    elif entries:
-        ax.legend(fontsize="small")
+        place = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
+    if labels:
+        ax.legend(
+            [handles[i] for i in order], [labels[i] for i in order], fontsize="small", **place
+        )
     ax.grid(True, which="both", alpha=0.3)
     return fig
 
