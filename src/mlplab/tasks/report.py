@@ -27,9 +27,6 @@ from mlplab import report
 from mlplab.tasks import common
 from mlplab.tasks.common import CONF_DIR, ConfigError
 
-# The sweeper's _target_ in multirun.yaml (a name compared, not imported).
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-
 
 def expected_jobs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     """The jobs the sweep will run, by folder name, read from ``<sweep_dir>/multirun.yaml``.
@@ -45,11 +42,11 @@ def expected_jobs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
         ):
             return {}
         sweeper = OmegaConf.to_container(hydra_cfg.sweeper, resolve=False)
-        target = str(sweeper.get("_target_", ""))
-        if target == BASIC_SWEEPER:
+        choice = str(hydra_cfg.runtime.choices["hydra/sweeper"])  # the hydra/sweeper option
+        if choice == "basic":
             params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
             return dict(enumerate_grid([*params, *hydra_cfg.overrides.task]))
-        if "optuna" in target.lower():
+        if "optuna" in choice.lower() or "optuna" in str(sweeper.get("_target_", "")).lower():
             return {str(i): {} for i in range(int(sweeper.get("n_trials", 0)))}
     except Exception:  # no multirun.yaml, or one we cannot read: report the folders as found
         return {}
