@@ -77,6 +77,15 @@ LABELS = {
     "data.batch_size": "batch size",
     "data.val_fraction": "validation fraction",
     "trainer.max_epochs": "epochs",
+    "lif.Cm": "membrane capacitance Cm (µF)",
+    "lif.Vth": "threshold Vth (V)",
+    "lif.dt": "time step dt (ms)",
+    "lif/distance_to_relu_median": "median distance to a ReLU (RMS / max rate)",
+    "lif/distance_to_relu_min": "min distance to a ReLU (RMS / max rate)",
+    "lif/distance_to_relu_max": "max distance to a ReLU (RMS / max rate)",
+    "lif/max_abs_rate_error_hz": "max |simulated − analytic rate| (Hz)",
+    "lif/mean_abs_rate_error_hz": "mean |simulated − analytic rate| (Hz)",
+    "lif/mean_rate_hz": "mean rate (Hz)",
     "fit_time_s": "fit time (s)",
     "wall_time_s": "wall time (s)",
 }
@@ -89,6 +98,7 @@ SHORT = {
     "optimizer.lr": "lr",
     "data.sigma": "σ",
     "approx/num_relus": "ReLUs",
+    "lif.Cm": "Cm",
 }
 
 
@@ -527,7 +537,7 @@ def wants_log(values: Sequence[float], log: bool | str) -> bool:
     return bool(log)
 
 
-def settings_title(frame: pd.DataFrame, what: str, spread: bool = True, width: int = 80) -> str:
+def settings_title(frame: pd.DataFrame, what: str, spread: bool = True, width: int = 64) -> str:
     """``what``, then the settings every job shares (and the seeds averaged over: ``spread``,
     with their standard deviation), wrapped."""
     fixed = [
@@ -611,7 +621,7 @@ def _metric_vs(
     for setting, group in groups:
         setting = setting if isinstance(setting, tuple) else (setting,)
         stats = group.groupby(x_key)[metric].agg(["mean", "std"]).reindex(xs)
-        name = _legend(others, setting) or label(metric)
+        name = _legend(others, setting) or "_nolegend_"  # one line: the axis label says it
         series[name] = stats["mean"].to_numpy(dtype=float)
         spread[name] = stats["std"].to_numpy(dtype=float)
     with_spread = any(np.isfinite(s).any() for s in spread.values())
