@@ -36,6 +36,7 @@ from mlplab.tasks.report import (
     make_report,
     positional_to_sweep_dir,
 )
+from mlplab.viz import fitted_slope, plot_heatmaps
 
 WIDTH_ERROR = "model.width=0 is invalid: must be an integer >= 1"
 # A 2 x 2 grid of seconds-long jobs; width 0 is refused by the MLP: jobs 0 and 1 fail.
@@ -333,6 +334,20 @@ def test_log_log_error_against_relus_states_the_fitted_slope(tmp_path):
     np.testing.assert_allclose(np.diff(np.log10(y)) / np.diff(np.log10(x)), [slope])
     np.testing.assert_allclose(y, 10**intercept * x**slope)
     assert not any(line.get_label().startswith("chance") for line in ax.get_lines())
+
+
+def test_heatmap_panels_and_slope_refuse_what_they_cannot_draw():
+    with pytest.raises(ValueError, match="panels is empty"):
+        plot_heatmaps({}, [1, 2], [1, 2], "x", "y")
+    with pytest.raises(ValueError, match=r"panels\['b'\] has shape \(1, 2\) but expected"):
+        plot_heatmaps({"a": np.ones((2, 2)), "b": np.ones((1, 2))}, [1, 2], [1, 2], "x", "y")
+    # NaN cells (failed jobs) are blank and do not stretch the shared colour range.
+    fig = plot_heatmaps({"a": [[1.0, np.nan]], "b": [[3.0, 5.0]]}, [1, 2], [1], "x", "y")
+    mesh = next(c for c in fig.axes[0].collections if isinstance(c, QuadMesh))
+    assert mesh.get_clim() == (1.0, 5.0) and np.ma.getmaskarray(mesh.get_array()).sum() == 1
+    assert fitted_slope([1, 2, 4], [1, np.nan, -1]) is None  # one usable point: no line
+    slope, intercept = fitted_slope([1, 10, 100], [5, 0.5, 0.05])
+    assert (slope, intercept) == pytest.approx((-1.0, math.log10(5)))
 
 
 # --- bad input --------------------------------------------------------------------------------
