@@ -13,7 +13,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
@@ -160,13 +160,14 @@ class OptunaSweeper(Sweeper):
             except BaseException:
                 # Not left RUNNING in the storage for ever: a resumed study counts them failed.
                 for trial in trials:
-                    study.tell(trial, state=TrialState.FAIL)
+                    _tell_study(study, trial, state=TrialState.FAIL)
                 raise
-            failed = 0
+            outcomes = []
             for trial, ret in zip(trials, returns, strict=True):
-                failed += not tell(study, trial, ret, job)
+                outcomes.append(tell(study, trial, ret, job))
                 job += 1
             batches.append(returns)
+            failed = sum(not outcome.completed for outcome in outcomes)
             if failed > self.max_failure_rate * len(trials):
                 log.error(
                     "%d of the last %d trials failed, more than max_failure_rate=%s allows: the "
@@ -177,6 +178,9 @@ class OptunaSweeper(Sweeper):
                     job,
                     self.n_trials,
                 )
+                break
+            if any(outcome.sampler_done for outcome in outcomes):
+                log.info("the sampler has tried its whole search space: the search stops")
                 break
         return batches
 
@@ -193,14 +197,19 @@ def job_problem(ret: JobReturn) -> str | None:
     return None
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, job: int) -> bool:
+class Told(NamedTuple):
+    """How a trial ended: ``completed`` (else failed); ``sampler_done`` when the sampler (grid,
+    brute force) has now tried every point of its space."""
+
+    completed: bool
+    sampler_done: bool
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, job: int) -> Told:
     """Tell the study how ``trial``'s job (number ``job``) went: its value, or FAIL.
 
     The job number and output folder are kept as the trial's user attributes (shown by
     optuna-dashboard), with the reason of a failure.
-
-    Returns:
-        True when the trial completed.
     """
     from optuna.trial import TrialState
 
@@ -212,12 +221,26 @@ def tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, job: int) -> 
     problem = job_problem(ret)
     if problem is not None:
         trial.set_user_attr("fail_reason", problem)
-        study.tell(trial, state=TrialState.FAIL)
         log.warning("trial %d (job %d) failed: %s", trial.number, job, problem)
-        return False
-    study.tell(trial, float(ret.return_value))
+        return Told(False, _tell_study(study, trial, state=TrialState.FAIL))
     log.info("trial %d (job %d): %s", trial.number, job, ret.return_value)
-    return True
+    return Told(True, _tell_study(study, trial, float(ret.return_value)))
+
+
+def _tell_study(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> bool:
+    """``study.tell``; True when the sampler has tried its whole space.
+
+    Grid and brute-force samplers then call ``Study.stop()`` from ``after_trial``, which raises
+    RuntimeError outside ``Study.optimize``, after the trial is stored (Optuna stores it in a
+    ``finally``).
+    """
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError:
+        if not study.get_trials(deepcopy=False)[trial.number].state.is_finished():
+            raise
+        return True
+    return False
 
 
 def open_study(
