@@ -269,25 +269,61 @@ def test_failed_and_diverged_trials_are_failed_in_the_study_and_the_search_goes_
     assert best["best_params"] == {"optimizer.lr": 0.1, "model.width": 8}
 
 
-@pytest.fixture(scope="module")
-def resumed_study(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
-    """The README's resume: the same command twice, 2 trials each, with one SQLite storage."""
-    log_dir = tmp_path_factory.mktemp("resume")
-    storage = f"sqlite:///{log_dir / 'db' / 'study.db'}"  # its folder does not exist yet
-    args = ["hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}"]
-    return log_dir, [multirun(log_dir, *args) for _ in range(2)]
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def dashboard_trials(storage: str) -> tuple[dict, dict]:
+    """Start ``optuna-dashboard <storage>`` on a free port of 127.0.0.1, read its API, stop it.
+
+    Returns:
+        The study's summary from ``/api/studies`` and its detail from ``/api/studies/<id>``
+        (the routes of optuna-dashboard's ``_app.py``).
+    """
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "optuna-dashboard"), storage, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                (summary,) = get_json(f"{url}/api/studies")["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer in 60 s"
+                time.sleep(0.3)
+        return summary, get_json(f"{url}/api/studies/{summary['study_id']}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_a_resumed_study_proposes_new_parameters(resumed_study):
-    log_dir, results = resumed_study
+def test_a_resumed_study_proposes_new_parameters_and_opens_in_optuna_dashboard(tmp_path):
+    # The README's resume: the same command twice, 2 trials each, with one SQLite storage.
+    storage = f"sqlite:///{tmp_path / 'db' / 'study.db'}"  # its folder does not exist yet
+    args = ["hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}"]
+    results = [multirun(tmp_path, *args) for _ in range(2)]
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
         assert "setup plugin alembic" not in result.stdout + result.stderr
-    first, second = (jobs_of(d) for d in sweep_dirs(log_dir))
+    first, second = (jobs_of(d) for d in sweep_dirs(tmp_path))
     assert len(first) == len(second) == 2
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{log_dir / 'db' / 'study.db'}")
+    study = optuna.load_study(study_name=STUDY, storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
     # Each trial is the job that ran it: its parameters and its value (val/acc of that job).
     for trial, record in zip(study.trials, first + second, strict=True):
@@ -304,57 +340,20 @@ def test_a_resumed_study_proposes_new_parameters(resumed_study):
     # A validation split of 20 % of the 3200 training points: 640 validation, 2560 trained on.
     assert "Accuracy on the 2560 training samples" in results[0].stdout
     # optimization_results.yaml of the second command: the best of all four trials.
-    best = yaml.safe_load((sweep_dirs(log_dir)[1] / "optimization_results.yaml").read_text())
+    best = yaml.safe_load((sweep_dirs(tmp_path)[1] / "optimization_results.yaml").read_text())
     assert best["n_trials"] == 4 and best["best_value"] == pytest.approx(study.best_value)
     assert best["best_params"] == study.best_params
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
-@pytest.mark.slow
-@pytest.mark.subprocess
-def test_optuna_dashboard_serves_the_study(resumed_study):
-    log_dir, _ = resumed_study
-    storage = f"sqlite:///{log_dir / 'db' / 'study.db'}"
-    study = optuna.load_study(study_name=STUDY, storage=storage)
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "optuna-dashboard"), storage, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                studies = get_json(f"{url}/api/studies")["study_summaries"]
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "optuna-dashboard did not answer in 60 s"
-                time.sleep(0.3)
-        (summary,) = studies
-        assert summary["study_name"] == STUDY and summary["directions"] == ["maximize"]
-        detail = get_json(f"{url}/api/studies/{summary['study_id']}")
-        served = detail["trials"]
-        assert [t["number"] for t in served] == [0, 1, 2, 3]
-        for trial, shown in zip(study.trials, served, strict=True):
-            assert shown["state"] == "Complete" and shown["values"] == [trial.value]
-            params = {p["name"]: p["param_external_value"] for p in shown["params"]}
-            assert params == {name: str(value) for name, value in trial.params.items()}
-        assert detail["best_trials"][0]["number"] == study.best_trial.number
-        assert math.isclose(detail["best_trials"][0]["values"][0], study.best_value)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    # The same study, read back through a real optuna-dashboard server's HTTP API.
+    summary, detail = dashboard_trials(storage)
+    assert summary["study_name"] == STUDY and summary["directions"] == ["maximize"]
+    served = detail["trials"]
+    assert [t["number"] for t in served] == [0, 1, 2, 3]
+    for trial, shown in zip(study.trials, served, strict=True):
+        assert shown["state"] == "Complete" and shown["values"] == [trial.value]
+        params = {p["name"]: p["param_external_value"] for p in shown["params"]}
+        assert params == {name: str(value) for name, value in trial.params.items()}
+        attrs = {a["key"]: a["value"] for a in shown["user_attrs"]}
+        assert attrs["output_dir"] == trial.user_attrs["output_dir"]
+    assert detail["best_trials"][0]["number"] == study.best_trial.number
+    assert math.isclose(detail["best_trials"][0]["values"][0], study.best_value)
