@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -72,7 +73,7 @@ class OptunaSweeper(Sweeper):
         self.params, self.check_config = params, check_config
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
-        self.launcher: Any = None
+        self.launcher: Launcher | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -156,6 +157,7 @@ class OptunaSweeper(Sweeper):
             overrides = [space.overrides(trial.params) for trial in trials]
             try:
                 self.validate_batch_is_legal(overrides)
+                assert self.launcher is not None  # built by setup
                 returns = self.launcher.launch(overrides, initial_job_idx=job)
             except BaseException:
                 # Not left RUNNING in the storage for ever: a resumed study counts them failed.
