@@ -1,4 +1,6 @@
-"""Sweeps: real Hydra multiruns (basic, joblib, submitit_local launchers, Optuna) in subprocesses.
+"""Sweeps: real Hydra multiruns (basic, joblib, submitit_local launchers) in subprocesses.
+
+The Optuna search has its own tests (test_optuna.py).
 
 Every multirun runs tiny jobs (debug=fast: one epoch of 4 minibatches) with outputs in tmp_path.
 """
@@ -7,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import re
 import subprocess
@@ -97,25 +98,6 @@ def test_command_line_activation_specs_are_quoted_for_hydra():
     (arg,) = quote_call_values(["model.activation=ReLU,Tanh,LeakyReLU(0.1)"])
     assert arg == "model.activation=ReLU,Tanh,'LeakyReLU(0.1)'"
     assert sweep_values(arg.split("=", 1)[1]) == ["ReLU", "Tanh", "LeakyReLU(0.1)"]
-
-
-def test_optuna_config_searches_lr_width_depth_activation_on_val_acc():
-    cfg = compose_with_hydra(["hparams_search=optuna"])
-    sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper")
-    assert sweeper.direction == "maximize" and sweeper.storage is None
-    assert cfg.optimized_metric == "val/acc" and cfg.data.val_fraction == 0.2
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
-    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
-    assert not fixed
-    lr = space["optimizer.lr"]
-    assert type(lr).__name__ == "LogUniformDistribution" and (lr.low, lr.high) == (1e-4, 0.1)
-    assert space["model.width"].choices == (8, 16, 32, 64, 128)
-    assert space["model.depth"].choices == (1, 2, 3)
-    # Optuna hands each choice back as override text; the inner quotes keep it a string.
-    for choice, spec in zip(space["model.activation"].choices, ACTIVATIONS, strict=True):
-        assert sweep_values(choice) == [spec]
 
 
 def test_launcher_configs_compose_without_schema_warnings():
@@ -325,62 +307,6 @@ def test_submitit_local_sweep_records_a_diverged_job(tmp_path):
     assert f"mlplab: 1 of 2 jobs ok in {sweep_dir}; failed: 1 (optimizer.lr=1e+30: " in (
         result.stderr
     )
-
-
-@pytest.mark.slow
-@pytest.mark.subprocess
-def test_optuna_search_maximises_val_acc_and_survives_failed_trials(tmp_path):
-    # Width 0 is refused: those trials fail (NaN objective), and the search must go on.
-    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "model.width=choice(0,8)"]
-    result = multirun(tmp_path, *args, *TINY)
-    assert "setup plugin alembic" not in result.stdout + result.stderr
-    sweep_dir = only_sweep_dir(tmp_path)
-    jobs = job_dirs(sweep_dir)
-    records = [read(j) for j in jobs]
-    assert len(records) == 3  # every trial ran
-    widths = [job_config(j)["model"]["width"] for j in jobs]
-    assert [r["status"] for r in records] == ["failed" if w == 0 else "ok" for w in widths]
-    assert set(widths) == {0, 8}  # this seed samples both: some trials fail, some finish
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert f"mlplab: {widths.count(8)} of 3 jobs ok in {sweep_dir}; failed: " in result.stderr
-    ok = [r for r in records if r["status"] == "ok"]
-    val = [r["metrics"]["val/acc"] for r in ok]
-    assert all(0.0 <= v <= 100.0 for v in val)
-    # A validation split of 20 % of the 3200 training points: 640 validation, 2560 trained on.
-    assert all(job_config(j)["data"]["val_fraction"] == 0.2 for j in jobs)
-    assert "Accuracy on the 2560 training samples" in result.stdout
-    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(val))
-    winner = ok[val.index(max(val))]
-    params = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in winner["overrides"]}
-    assert math.isclose(float(params["optimizer.lr"]), best["best_params"]["optimizer.lr"])
-    assert 1e-4 <= best["best_params"]["optimizer.lr"] <= 0.1
-    assert best["best_params"]["model.width"] == 8
-    assert best["best_params"]["model.activation"].strip("'") in ACTIVATIONS
-
-
-@pytest.mark.slow
-@pytest.mark.subprocess
-def test_optuna_study_in_sqlite_resumes_with_the_same_command(tmp_path):
-    import optuna
-
-    db = tmp_path / "study.db"
-    args = [
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=2",
-        f"hydra.sweeper.storage=sqlite:///{db}",
-    ]
-    for _ in range(2):  # the second command goes on with the study the first one stored
-        result = multirun(tmp_path, *args, *TINY)
-        assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name="mlp_arch", storage=f"sqlite:///{db}")
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
-    values = [
-        read(j)["metrics"]["val/acc"]
-        for d in sorted((tmp_path / "train" / "multiruns").iterdir())
-        for j in job_dirs(d)
-    ]
-    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(values))
 
 
 @pytest.mark.slow

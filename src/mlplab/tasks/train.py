@@ -48,6 +48,55 @@ def check_task_config(cfg: DictConfig) -> None:
         raise ConfigError("ckpt_path", ckpt, "must be a path to a .ckpt file, 'last' or null")
 
 
+def logged_metrics(cfg: DictConfig) -> list[str]:
+    """The final metrics a run of ``cfg`` reports (:func:`train`), which a sweep may optimize.
+
+    ``train/loss`` and ``train/acc`` always; ``val/loss`` and ``val/acc`` when the datamodule
+    has a validation split (its ``has_validation``, else whether it defines
+    ``val_dataloader``) and ``trainer.limit_val_batches`` is not 0; ``test/loss`` and
+    ``test/acc`` unless ``test=false`` or ``trainer.limit_test_batches=0``. The datamodule is
+    built (its constructor checks its arguments; no data is made).
+
+    Raises:
+        ConfigError: a datamodule argument or ``test`` is invalid.
+    """
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    datamodule = common.instantiate(cfg.get("data"), "data")
+    validates = getattr(datamodule, "has_validation", None)
+    if validates is None:
+        validates = is_overridden("val_dataloader", datamodule)
+    names = ["train/loss", "train/acc"]
+    if validates and OmegaConf.select(cfg, "trainer.limit_val_batches") != 0:
+        names += ["val/loss", "val/acc"]
+    if common.check_bool(cfg, "test") and OmegaConf.select(cfg, "trainer.limit_test_batches") != 0:
+        names += ["test/loss", "test/acc"]
+    return names
+
+
+def check_optimized_metric(cfg: DictConfig) -> str:
+    """Require ``optimized_metric`` to be a metric a run of ``cfg`` reports.
+
+    A sweeper calls this before its first job (``hydra.sweeper.check_config``): a metric no
+    run reports would make every job of the sweep a failed trial.
+
+    Returns:
+        The metric's name.
+
+    Raises:
+        ConfigError: naming ``optimized_metric``, its value and the metrics of
+            :func:`logged_metrics`.
+    """
+    metric = common.get(cfg, "optimized_metric")
+    names = logged_metrics(cfg)
+    if metric not in names:
+        allowed = f"must be one of {', '.join(names)} (the metrics this run reports)"
+        if isinstance(metric, str) and metric.startswith("val/") and "val/acc" not in names:
+            allowed += "; val/* needs a validation split (data.val_fraction > 0 for spiral)"
+        raise ConfigError("optimized_metric", metric, allowed)
+    return metric
+
+
 def built_from(cfg: DictConfig) -> dict[str, Any]:
     """What builds the run: the config (class path and arguments) of each part, plain values."""
     return {
