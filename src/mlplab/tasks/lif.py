@@ -709,17 +709,20 @@ def _log_run(
     Lightning's TensorBoardLogger would use: importing Lightning would double this task's run
     time. Other loggers are built through Lightning as in the other tasks.
     """
+    from mlplab.tasks.dashboard import override_hparams
+
     node = cfg.get("logger")
     if not node or "_target_" not in node:
         return
     if str(node._target_).rsplit(".", 1)[-1] == "TensorBoardLogger":
-        _log_tensorboard(node, metrics, hparams, pngs)
+        # The job's overrides are columns too; the task's own names win where both name one.
+        _log_tensorboard(node, metrics, {**override_hparams(cfg), **hparams}, pngs)
         return
     from mlplab.tasks.runtime import build_logger, log_hparams
 
     logger = build_logger(node)
     logger.log_metrics(metrics, step=0)
-    log_hparams(logger, hparams, metrics)
+    log_hparams(logger, hparams, cfg)
     logger.save()
 
 
@@ -741,7 +744,8 @@ def _log_tensorboard(
     node: DictConfig, metrics: dict[str, float], hparams: dict[str, Any], pngs: dict[str, bytes]
 ) -> None:
     from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    from mlplab.tasks.dashboard import hparams_summaries, write_summaries
 
     log_dir = _tensorboard_dir(node)
     writer = SummaryWriter(log_dir=str(log_dir))
@@ -749,14 +753,14 @@ def _log_tensorboard(
         for key, value in metrics.items():
             if value is not None and math.isfinite(value):
                 writer.add_scalar(key, value, 0)
-        file_writer = writer._get_file_writer()
-        for name, png in pngs.items():  # the PNG already written, as is: no second render
-            file_writer.add_summary(common.png_summary(f"figures/{name}", png), 0)
-        columns = {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
-        for summary in hparams_summary(hparams, columns):
-            file_writer.add_summary(summary)
     finally:
         writer.close()
+    # The PNGs already written, as they are (no second render), and the HPARAMS entry, whose
+    # metric columns are the scalars above (see mlplab.tasks.dashboard).
+    summaries = [(common.png_summary(f"figures/{name}", png), 0) for name, png in pngs.items()]
+    name = log_dir.relative_to(Path(str(node.get("save_dir")))).as_posix()
+    summaries += [(summary, 0) for summary in hparams_summaries(hparams, name)]
+    write_summaries(log_dir, summaries)
     OmegaConf.save(OmegaConf.create(hparams), log_dir / "hparams.yaml")
 
 
