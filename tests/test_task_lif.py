@@ -354,7 +354,9 @@ def test_sweep_figures_have_units_a_log_rate_scale_and_the_stripes_caption(compo
     figures = sweep_figures(spec, run_grid(spec))
     assert sorted(figures) == sorted(SWEEP_FIGURES)
     rate_ax, rate_bar = figures["rate_heatmap"].axes
-    assert rate_ax.get_title() == "Firing rate at I=2 mA (euler, dt=1 ms, T=1000 ms)"
+    assert rate_ax.get_title() == (
+        "Firing rate at I=2 mA\n(Cm=10 uF, Vth=1 V, euler, dt=1 ms, T=1000 ms)"
+    )
     assert isinstance(rate_ax.collections[0].norm, LogNorm)
     assert rate_bar.get_ylabel() == "simulated firing rate (Hz)"
     for name in ("rate_heatmap", "rate_error_heatmap", "distance_to_relu"):

@@ -1,10 +1,13 @@
-"""TensorBoard as mlplab writes it: one root per task, run names that are the job's settings,
-and HPARAMS entries that TensorBoard merges across every run under the root.
+"""TensorBoard as mlplab writes it: runs named by the job's settings, kept in the run's (or the
+sweep's) folder, and HPARAMS entries that TensorBoard merges across every run it reads.
 
-Layout: ``outputs/<task>/tensorboard/<run or sweep folder>/<settings>``, where the settings are
+Layout: ``<run folder>/tensorboard/<settings>`` for a single run, and
+``<sweep folder>/tensorboard/<settings>`` for each job of a multirun, where the settings are
 Hydra's ``hydra.job.override_dirname`` (``data.sigma=0.1,debug=fast``; ``defaults`` without
-overrides). ``tensorboard --logdir outputs/train/tensorboard`` shows each run as
-``<folder>/<settings>``; over one sweep's folder, as its settings alone.
+overrides). So ``tensorboard --logdir outputs/train`` shows every training run of the task as
+``multiruns/<sweep>/tensorboard/<settings>`` or ``runs/<run>/tensorboard/<settings>``, and
+``--logdir <sweep folder>/tensorboard`` shows one sweep's runs by their settings alone. Each task
+has its own ``outputs/<task>`` root, so one TensorBoard never mixes tasks.
 
 HPARAMS: each run writes only its session start (its hyper-parameters) and end (its status).
 No run writes an experiment summary (the ``_hparams_/experiment`` tag): TensorBoard's hparams
@@ -45,20 +48,19 @@ def _hydra_config() -> Any | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def run_group() -> str:
-    """The folder a run's TensorBoard entry goes under: its run folder's name, or its sweep's.
+def run_folder() -> str:
+    """The folder whose ``tensorboard/`` holds the run: the run's own folder, or in a multirun
+    its sweep's folder (one TensorBoard root per sweep, whose runs are the jobs).
 
-    ``outputs/train/runs/2026-01-01_10-00-00_ab12`` gives ``2026-01-01_10-00-00_ab12``; every
-    job of ``outputs/train/multiruns/<name>`` gives ``<name>``. A resumed run or sweep (same
-    folder) gets the same name, so its curves go on where they stopped.
+    A resumed run or sweep (``hydra.run.dir=<run>`` / ``hydra.sweep.dir=<sweep>``) gets the same
+    folder and name, so its curves go on where they stopped. Raises ValueError outside Hydra.
     """
     from hydra.types import RunMode
 
     hc = _hydra_config()
     if hc is None:
-        return DEFAULTS
-    folder = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir
-    return Path(str(folder)).name
+        raise ValueError("the TensorBoard folder is known inside a Hydra run only")
+    return str(hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir)
 
 
 def run_settings() -> str:
@@ -89,9 +91,9 @@ def settings_title(width: int = 70) -> str:
 
 
 def register_resolvers() -> None:
-    """``${mlplab_tb_group:}`` and ``${mlplab_tb_run:}`` for conf/logger/tensorboard.yaml."""
-    if not OmegaConf.has_resolver("mlplab_tb_group"):
-        OmegaConf.register_new_resolver("mlplab_tb_group", run_group)
+    """``${mlplab_run_folder:}`` and ``${mlplab_tb_run:}`` for conf/logger/tensorboard.yaml."""
+    if not OmegaConf.has_resolver("mlplab_run_folder"):
+        OmegaConf.register_new_resolver("mlplab_run_folder", run_folder)
     if not OmegaConf.has_resolver("mlplab_tb_run"):
         OmegaConf.register_new_resolver("mlplab_tb_run", run_settings)
 
@@ -129,13 +131,13 @@ def override_hparams(cfg: DictConfig) -> dict[str, HParamValue]:
     return columns
 
 
-def hparams_summaries(hparams: dict[str, Any], name: str, ok: bool = True) -> list[Any]:
+def hparams_summaries(hparams: dict[str, Any], group: str, ok: bool = True) -> list[Any]:
     """The session start (the hyper-parameters) and session end (the status) of one run.
 
     Args:
         hparams: Name to value; values other than bool, int, float and str are written as text.
-        name: The run's name, used as its HPARAMS group: one row per run, even for runs whose
-            hyper-parameters are all equal (TensorBoard would otherwise average them into one).
+        group: The run's HPARAMS group, unique per run (its folder's absolute path): one row per
+            run, even for runs of equal hyper-parameters (TensorBoard averages a group's runs).
         ok: The status written: success, or failure.
 
     Returns:
@@ -145,7 +147,7 @@ def hparams_summaries(hparams: dict[str, Any], name: str, ok: bool = True) -> li
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 
-    start = summary_v2.hparams_pb({k: _plain(v) for k, v in hparams.items()}, trial_id=name)
+    start = summary_v2.hparams_pb({k: _plain(v) for k, v in hparams.items()}, trial_id=group)
     # tensorboard has no tf-free session_end_pb (summary.session_end_pb needs TensorFlow): the
     # same message, from the plugin's own metadata helper.
     end_info = plugin_data_pb2.SessionEndInfo(

@@ -613,7 +613,10 @@ def sweep_figures(spec: GridSpec, result: GridResult) -> dict[str, Figure]:
     ds = result.data
     k = _rate_index(spec)
     at_I = spec.I.values[k].item()
-    settings = f"{spec.method}, dt={spec.dt:g} ms, T={spec.T:g} ms"
+    # Every neuron setting the grid does not vary, so that a sweep's figures tell themselves apart.
+    settings = (
+        f"Cm={spec.Cm:g} uF, Vth={spec.Vth:g} V, {spec.method}, dt={spec.dt:g} ms, T={spec.T:g} ms"
+    )
     scales = {"log_x": spec.Rm.log, "log_y": spec.tau_ref.log}
     # Heatmaps are (tau_ref, Rm): Rm on the horizontal axis.
     rate = ds.rate.isel(I=k).transpose("tau_ref", "Rm")
@@ -622,11 +625,11 @@ def sweep_figures(spec: GridSpec, result: GridResult) -> dict[str, Figure]:
     if bool((rate > 0).any()):
         # Rates span a decade or more (tau_ref sets the ceiling): a log colour scale shows it.
         figures["rate_heatmap"] = plot_grid_heatmap(
-            rate, title=f"Firing rate at I={at_I:g} mA ({settings})", log_color=True, **scales
+            rate, title=f"Firing rate at I={at_I:g} mA\n({settings})", log_color=True, **scales
         )
     else:
         figures["rate_heatmap"] = plot_grid_heatmap(
-            rate, title=f"Firing rate at I={at_I:g} mA ({settings}): silent", **scales
+            rate, title=f"Firing rate at I={at_I:g} mA: silent\n({settings})", **scales
         )
     figures["rate_error_heatmap"] = plot_grid_heatmap(
         error,
@@ -636,10 +639,7 @@ def sweep_figures(spec: GridSpec, result: GridResult) -> dict[str, Figure]:
     )
     figures["distance_to_relu"] = plot_grid_heatmap(
         ds.distance_to_relu.transpose("tau_ref", "Rm"),
-        title=(
-            "Distance of each f-I curve to its best ReLU\n"
-            f"(Cm={spec.Cm:g} uF, Vth={spec.Vth:g} V, {settings})"
-        ),
+        title=(f"Distance of each f-I curve to its best ReLU\n({settings})"),
         cmap="magma",
         caption=stripes_caption(spec, result),
         **scales,
@@ -758,8 +758,8 @@ def _log_tensorboard(
     # The PNGs already written, as they are (no second render), and the HPARAMS entry, whose
     # metric columns are the scalars above (see mlplab.tasks.dashboard).
     summaries = [(common.png_summary(f"figures/{name}", png), 0) for name, png in pngs.items()]
-    name = log_dir.relative_to(Path(str(node.get("save_dir")))).as_posix()
-    summaries += [(summary, 0) for summary in hparams_summaries(hparams, name)]
+    group = str(log_dir.absolute())
+    summaries += [(summary, 0) for summary in hparams_summaries(hparams, group)]
     write_summaries(log_dir, summaries)
     OmegaConf.save(OmegaConf.create(hparams), log_dir / "hparams.yaml")
 

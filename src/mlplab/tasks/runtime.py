@@ -195,8 +195,7 @@ def log_hparams(
     columns = {**(dashboard.override_hparams(cfg) if cfg is not None else {}), **params}
     logger.log_hyperparams(columns)  # hparams.yaml; no event (default_hp_metric is off)
     if isinstance(logger, TensorBoardLogger):
-        name = f"{logger.name}/{logger.version}" if logger.name else str(logger.version)
-        summaries = dashboard.hparams_summaries(columns, name)
+        summaries = dashboard.hparams_summaries(columns, str(Path(logger.log_dir).absolute()))
         dashboard.write_summaries(logger.log_dir, [(summary, 0) for summary in summaries])
 
 
