@@ -182,7 +182,7 @@ def test_every_override_is_a_column_with_its_composed_value(compose_config) -> N
         "debug": "fast",  # an option of a group without a node of its own
         "data/sigma": 0.4,
         "trainer/max_epochs": 3,
-        "model/hidden_units": "[8, 8]",
+        "model/hidden_units": "[8,8]",  # as written
         "optimizer": "sgd",
     }
 

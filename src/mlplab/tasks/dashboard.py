@@ -48,19 +48,20 @@ def _hydra_config() -> Any | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def run_folder() -> str:
-    """The folder whose ``tensorboard/`` holds the run: the run's own folder, or in a multirun
-    its sweep's folder (one TensorBoard root per sweep, whose runs are the jobs).
+def run_folder(output_dir: str) -> str:
+    """The folder whose ``tensorboard/`` holds the run: ``output_dir`` (the run's folder,
+    ``paths.output_dir``), or in a multirun its sweep's folder (``hydra.sweep.dir``: one
+    TensorBoard folder per sweep, whose runs are the jobs).
 
     A resumed run or sweep (``hydra.run.dir=<run>`` / ``hydra.sweep.dir=<sweep>``) gets the same
-    folder and name, so its curves go on where they stopped. Raises ValueError outside Hydra.
+    folder and name, so its curves go on where they stopped.
     """
     from hydra.types import RunMode
 
     hc = _hydra_config()
-    if hc is None:
-        raise ValueError("the TensorBoard folder is known inside a Hydra run only")
-    return str(hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.runtime.output_dir)
+    if hc is not None and hc.mode == RunMode.MULTIRUN:
+        return str(hc.sweep.dir)
+    return output_dir
 
 
 def run_settings() -> str:
@@ -91,7 +92,8 @@ def settings_title(width: int = 70) -> str:
 
 
 def register_resolvers() -> None:
-    """``${mlplab_run_folder:}`` and ``${mlplab_tb_run:}`` for conf/logger/tensorboard.yaml."""
+    """``${mlplab_run_folder:<output dir>}`` and ``${mlplab_tb_run:}`` for
+    conf/logger/tensorboard.yaml."""
     if not OmegaConf.has_resolver("mlplab_run_folder"):
         OmegaConf.register_new_resolver("mlplab_run_folder", run_folder)
     if not OmegaConf.has_resolver("mlplab_tb_run"):
@@ -106,9 +108,10 @@ def override_hparams(cfg: DictConfig) -> dict[str, HParamValue]:
     """A hyper-parameter per key the job overrides, named with ``/`` for ``.``.
 
     ``data.sigma=0.4`` gives ``{"data/sigma": 0.4}`` (the value in ``cfg``, so typed and
-    resolved); a config group's option (``debug=fast``) or a value that is not a scalar gives the
-    override's own value as a string. The keys Hydra leaves out of the run name (output paths,
-    ``ckpt_path``) are left out here too. Empty outside a Hydra run.
+    resolved); a config group's option (``debug=fast``) or a value that is not a scalar
+    (``model.hidden_units=[8,8]``) gives the override's value as written, a string. The keys
+    Hydra leaves out of the run name (output paths, ``ckpt_path``) are left out here too. Empty
+    outside a Hydra run.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -126,9 +129,15 @@ def override_hparams(cfg: DictConfig) -> dict[str, HParamValue]:
             continue
         value = OmegaConf.select(cfg, key, default=None)
         if not isinstance(value, bool | int | float | str):
-            value = override.value()
-        columns[key.replace(".", "/")] = _plain(value)
+            value = override.get_value_element_as_str()  # as written: [8,8], fast
+        columns[key.replace(".", "/")] = value
     return columns
+
+
+def with_overrides(hparams: dict[str, Any], cfg: DictConfig | None) -> dict[str, Any]:
+    """``hparams`` followed by the :func:`override_hparams` of ``cfg`` they do not name."""
+    overrides = override_hparams(cfg) if cfg is not None else {}
+    return {**hparams, **{k: v for k, v in overrides.items() if k not in hparams}}
 
 
 def hparams_summaries(hparams: dict[str, Any], group: str, ok: bool = True) -> list[Any]:

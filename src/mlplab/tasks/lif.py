@@ -709,14 +709,14 @@ def _log_run(
     Lightning's TensorBoardLogger would use: importing Lightning would double this task's run
     time. Other loggers are built through Lightning as in the other tasks.
     """
-    from mlplab.tasks.dashboard import override_hparams
+    from mlplab.tasks.dashboard import with_overrides
 
     node = cfg.get("logger")
     if not node or "_target_" not in node:
         return
     if str(node._target_).rsplit(".", 1)[-1] == "TensorBoardLogger":
         # The job's overrides are columns too; the task's own names win where both name one.
-        _log_tensorboard(node, metrics, {**override_hparams(cfg), **hparams}, pngs)
+        _log_tensorboard(node, metrics, with_overrides(hparams, cfg), pngs)
         return
     from mlplab.tasks.runtime import build_logger, log_hparams
 

@@ -186,13 +186,13 @@ def log_hparams(
     (:func:`mlplab.tasks.dashboard.override_hparams` of ``cfg``; ``params`` win where both name
     one). The metric columns are every scalar the runs log: TensorBoard finds them itself,
     because no run writes an experiment summary (see :mod:`mlplab.tasks.dashboard`). Other
-    loggers get the parameters only (``hparams.yaml`` for CSV).
+    loggers get the same columns (``hparams.yaml`` for CSV).
     """
     if logger is None:
         return
     from mlplab.tasks import dashboard
 
-    columns = {**(dashboard.override_hparams(cfg) if cfg is not None else {}), **params}
+    columns = dashboard.with_overrides(params, cfg)
     logger.log_hyperparams(columns)  # hparams.yaml; no event (default_hp_metric is off)
     if isinstance(logger, TensorBoardLogger):
         summaries = dashboard.hparams_summaries(columns, str(Path(logger.log_dir).absolute()))
