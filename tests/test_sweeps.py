@@ -37,7 +37,8 @@ def only_sweep_dir(log_dir: Path) -> Path:
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    # Job folders are numbered; tensorboard/ (a run per job) and .submitit/ are not jobs.
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
     return sorted(jobs, key=lambda p: int(p.name))
 
 
@@ -417,7 +418,8 @@ def test_depth_budget_script_widths_and_tensorboard_hparams(tmp_path):
     # The sweep's TensorBoard runs, named by each job's settings.
     mux = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir / "tensorboard"))
     mux.Reload()
-    settings = "callbacks=none,debug=fast,experiment=depth_budget,figures=false,model.depth={}"
+    # Hydra writes the sweep's per-job overrides back from their values: figures=False.
+    settings = "callbacks=none,debug=fast,experiment=depth_budget,figures=False,model.depth={}"
     runs = [settings.format(depth) for depth in (1, 2, 3)]
     assert sorted(mux.Runs()) == runs
     content = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)
