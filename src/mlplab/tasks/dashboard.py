@@ -140,14 +140,13 @@ def with_overrides(hparams: dict[str, Any], cfg: DictConfig | None) -> dict[str,
     return {**hparams, **{k: v for k, v in overrides.items() if k not in hparams}}
 
 
-def hparams_summaries(hparams: dict[str, Any], group: str, ok: bool = True) -> list[Any]:
-    """The session start (the hyper-parameters) and session end (the status) of one run.
+def hparams_summaries(hparams: dict[str, Any], group: str) -> list[Any]:
+    """The session start (the hyper-parameters) and session end (success) of a finished run.
 
     Args:
         hparams: Name to value; values other than bool, int, float and str are written as text.
         group: The run's HPARAMS group, unique per run (its folder's absolute path): one row per
             run, even for runs of equal hyper-parameters (TensorBoard averages a group's runs).
-        ok: The status written: success, or failure.
 
     Returns:
         Two ``tensorboard.compat.proto.summary_pb2.Summary`` messages.
@@ -160,7 +159,7 @@ def hparams_summaries(hparams: dict[str, Any], group: str, ok: bool = True) -> l
     # tensorboard has no tf-free session_end_pb (summary.session_end_pb needs TensorFlow): the
     # same message, from the plugin's own metadata helper.
     end_info = plugin_data_pb2.SessionEndInfo(
-        status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE,
+        status=api_pb2.STATUS_SUCCESS,
         end_time_secs=time.time(),
     )
     end = Summary()
