@@ -81,9 +81,9 @@ def run_settings() -> str:
     return name
 
 
-def settings_title(width: int = 70) -> str:
+def settings_title(width: int = 48) -> str:
     """The run's settings for a figure title: ``data.sigma=0.1, debug=fast`` (or ``defaults``),
-    wrapped into lines of at most ``width`` characters."""
+    wrapped into lines of at most ``width`` characters (what fits above the decision map)."""
     import textwrap
 
     hc = _hydra_config()
