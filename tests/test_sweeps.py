@@ -39,7 +39,8 @@ def only_sweep_dir(log_dir: Path) -> Path:
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    # Job folders are numbered; tensorboard/ (a run per job) and .submitit/ are not jobs.
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
     return sorted(jobs, key=lambda p: int(p.name))
 
 
@@ -335,12 +336,15 @@ def test_depth_budget_script_widths_and_tensorboard_hparams(tmp_path):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_depth_budget\d+", sweep_dir.name)
     records = {j.name: read(j) for j in job_dirs(sweep_dir)}
 
-    mux = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
+    # The sweep's TensorBoard runs, named by each job's settings.
+    mux = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir / "tensorboard"))
     mux.Reload()
-    assert sorted(mux.Runs()) == ["0/tensorboard", "1/tensorboard", "2/tensorboard"]
+    # Hydra writes the sweep's per-job overrides back from their values: figures=False.
+    settings = "callbacks=none,debug=fast,experiment=depth_budget,figures=False,model.depth={}"
+    runs = [settings.format(depth) for depth in (1, 2, 3)]
+    assert sorted(mux.Runs()) == runs
     content = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)
-    for job, depth in zip("012", (1, 2, 3), strict=True):
-        run = f"{job}/tensorboard"
+    for job, depth, run in zip("012", (1, 2, 3), runs, strict=True):
         tags = content[run]
         start = metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG])
         hparams = {
@@ -352,9 +356,8 @@ def test_depth_budget_script_widths_and_tensorboard_hparams(tmp_path):
         # The smallest width reaching the budget: one unit less falls short of it.
         assert hparams["model/params"] == count_parameters(2, [width] * depth, 4) >= 100
         assert count_parameters(2, [width - 1] * depth, 4) < 100
-        experiment = metadata.parse_experiment_plugin_data(tags[metadata.EXPERIMENT_TAG])
-        shown = {info.name.tag for info in experiment.metric_infos}
-        assert {"test/acc", "test/loss"} <= shown
+        # No run names the columns for all (tests/test_tensorboard.py reads them from a server).
+        assert metadata.EXPERIMENT_TAG not in tags
         (final,) = mux.Scalars(run, "test/acc")
         assert final.value == pytest.approx(records[job]["metrics"]["test/acc"])
     # By hand, the parameters at width w and depth 1, 2, 3: 7w+4, w^2+8w+4, 2w^2+9w+4.

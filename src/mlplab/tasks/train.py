@@ -372,8 +372,7 @@ def _fit_and_record(
         return metrics
     if cfg.figures:
         _save_figures(cfg, datamodule, model, metrics, output_dir, logger, trainer.global_step)
-    final = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
-    runtime.log_hparams(logger, hparams, final)
+    runtime.log_hparams(logger, hparams, cfg)
     if logger is not None:
         logger.save()
     if not cfg.test and "val/acc" not in metrics:
@@ -392,10 +391,15 @@ def _save_figures(
 ) -> None:
     """decision_map.png (2-D inputs only) and training_loss.png: run folder and TensorBoard."""
     from mlplab.data.datamodule import loader_tensors
+    from mlplab.tasks.dashboard import settings_title
     from mlplab.tasks.runtime import is_plane, log_figures, save_decision_map, tensorboard_of
     from mlplab.viz import plot_training_loss
 
-    title = f"test accuracy {metrics['test/acc']:.2f} %" if "test/acc" in metrics else None
+    # The settings head each figure, so a sweep's figures tell themselves apart.
+    settings = settings_title()
+    title = settings
+    if "test/acc" in metrics:
+        title += f"\ntest accuracy {metrics['test/acc']:.2f} %"
     figures = {}
     X_test, y_test = loader_tensors(datamodule.test_dataloader())
     if is_plane(X_test):
@@ -404,7 +408,9 @@ def _save_figures(
         )
     else:
         log.info("no decision map: the inputs have shape %s, not points of the plane", X_test.shape)
-    figures["training_loss"] = plot_training_loss(model.training_losses, title="Training loss")
+    figures["training_loss"] = plot_training_loss(
+        model.training_losses, title=f"Training loss\n{settings}"
+    )
     log_figures(figures, output_dir, tensorboard_of(logger), step)
 
 
