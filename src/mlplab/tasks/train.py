@@ -409,7 +409,7 @@ def _save_figures(
     else:
         log.info("no decision map: the inputs have shape %s, not points of the plane", X_test.shape)
     figures["training_loss"] = plot_training_loss(
-        model.training_losses, title=f"Training loss\n{settings}"
+        model.training_losses, xlabel="Optimizer step", title=f"Training loss\n{settings}"
     )
     log_figures(figures, output_dir, tensorboard_of(logger), step)
 
