@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,8 @@ def _job_return(job: Any, overrides: list[str], idx: int) -> JobReturn:
         overrides: The job's overrides.
         idx: The job's number in the sweep.
     """
-    error = job.exception()  # waits; None when the job returned its JobReturn
+    _wait(job)
+    error = job.exception()  # None when the job returned its JobReturn
     if error is None:
         return job.result()
     text = " ".join(filter_overrides(overrides)) or "no overrides"
@@ -136,6 +138,22 @@ def _job_return(job: Any, overrides: list[str], idx: int) -> JobReturn:
     ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
     ret.return_value = None
     return ret
+
+
+def _wait(job: Any, every_s: float = 10.0) -> None:
+    """Wait until the job is done, asking the scheduler at least every ``every_s`` seconds.
+
+    A job's result file is looked for every second; a job that ends without one (cancelled,
+    out of time) shows only in the scheduler's records, which submitit's SLURM watcher reads
+    less and less often as the jobs age (up to every 5 minutes).
+    """
+    last = time.monotonic()
+    while not job.done():
+        time.sleep(1.0)
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            if job.done(force_check=True):
+                return
 
 
 class LocalLauncher(_FailedJobsRecorded, submitit_launcher.LocalLauncher):
