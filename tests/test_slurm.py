@@ -11,6 +11,7 @@ skipped with the reason, unless ``MLPLAB_SLURM=require`` (CI sets it): then they
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -112,9 +113,19 @@ def slurm_cmd(slurm: dict[str, str], *args: str) -> str:
 
 
 def accounting(slurm: dict[str, str], job_ids: list[str]) -> dict[str, str]:
-    """``sacct``'s state of each job (the allocation, not its steps): ``{"5_0": "COMPLETED"}``."""
-    out = slurm_cmd(slurm, "sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids))
-    return dict(line.split("|") for line in out.splitlines())
+    """``sacct``'s final state of each job (the allocation, not its steps): ``{"5_0": "FAILED"}``.
+
+    A job's result reaches the sweep before its process has exited: wait for the scheduler to
+    record the end of every job.
+    """
+
+    def states() -> dict[str, str] | None:
+        cmd = ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)]
+        found = dict(line.split("|") for line in slurm_cmd(slurm, *cmd).splitlines())
+        running = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED"} & set(found.values())
+        return None if running or len(found) < len(job_ids) else found
+
+    return wait_until("the jobs' end in sacct", states, timeout=60)
 
 
 def sweep_dir_of(log_dir: Path) -> Path:
@@ -252,22 +263,33 @@ def test_job_at_its_time_limit_is_requeued_and_ends_with_the_uninterrupted_weigh
         reference_dir,
         {},
     )
-    # A limit of 1 minute, the signal 30 s before it: the job is signalled while it trains.
-    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30"]
+    # Submitted with 10 minutes; once the job trains (its first checkpoint is written), its limit
+    # is cut to the next whole minute at least 40 s away: SLURM sends submitit's signal 90 s
+    # before the limit, that is at its next check (SLURM checks limits every 30 s), mid-training.
+    limits = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=90"]
     cmd = [str(BIN / "mlplab-train"), "-m", "hydra/launcher=slurm", *limits, *LONG_TRAIN, *pacer]
     sweep = start([*cmd, f"paths.log_dir={tmp_path}"], tmp_path, env)
     try:
+        checkpoint = wait_until(
+            "a checkpoint of the running job",
+            lambda: next(tmp_path.glob("train/multiruns/*/0/checkpoints/last.ckpt"), None),
+            timeout=240,
+            every=0.5,
+        )
+        job_id = slurm_job_id(checkpoint.parents[1])
+        used = slurm_cmd(slurm, "squeue", "-h", "-j", job_id, "-o", "%M").strip()
+        seconds = sum(int(part) * 60**i for i, part in enumerate(reversed(used.split(":"))))
+        limit = math.ceil((seconds + 40) / 60)
+        slurm_cmd(slurm, "scontrol", "update", f"JobId={job_id}", f"TimeLimit={limit}")
         # SLURM holds a requeued job for 2 minutes (its BeginTime); release it at once, with a
         # limit that lets it finish, to keep the test short.
         pending = wait_until(
             "the requeued job",
             lambda: slurm_cmd(slurm, "squeue", "-h", "-t", "PD", "-o", "%i %r").split(),
-            timeout=240,
+            timeout=120,
         )
-        assert pending[1] == "BeginTime", pending
-        slurm_cmd(
-            slurm, "scontrol", "update", f"JobId={pending[0]}", "StartTime=now", "TimeLimit=5"
-        )
+        assert pending == [job_id, "BeginTime"], pending
+        slurm_cmd(slurm, "scontrol", "update", f"JobId={job_id}", "StartTime=now", "TimeLimit=5")
         sweep.wait(timeout=300)
         reference.wait(timeout=300)
     finally:
@@ -279,6 +301,7 @@ def test_job_at_its_time_limit_is_requeued_and_ends_with_the_uninterrupted_weigh
     (job,) = jobs_of(sweep_dir_of(tmp_path))
     job_id = slurm_job_id(job)
     # Accounting: the first run was requeued, the second completed.
+    assert accounting(slurm, [job_id]) == {job_id: "COMPLETED"}
     out = slurm_cmd(slurm, "sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State", "-j", job_id)
     assert [line.split("|")[1] for line in out.splitlines()] == ["REQUEUED", "COMPLETED"]
     log = (job / "train.log").read_text()
