@@ -159,24 +159,24 @@ start_mariadbd() {
         --bind-address=127.0.0.1 --port=$((PORT + 3)) --pid-file="$DIR/pid/mariadbd.pid" \
         --log-error="$DIR/log/mariadb.log" --innodb-lock-wait-timeout=900 \
         </dev/null >/dev/null 2>&1 &
-    wait_for 30 "MariaDB" timeout 10 mariadb-admin --no-defaults --socket="$socket" -uroot ping
+    wait_for 120 "MariaDB" timeout 10 mariadb-admin --no-defaults --socket="$socket" -uroot ping
     wait_for 5 "MariaDB's pid file" alive mariadbd
 }
 
 start_slurmdbd() {
     slurmdbd
-    wait_for 30 slurmdbd timeout 10 sacctmgr --immediate show cluster
+    wait_for 60 slurmdbd timeout 10 sacctmgr --immediate show cluster
     sacctmgr --immediate --quiet add cluster "$CLUSTER" >/dev/null 2>&1 || true # already there
 }
 
 start_slurmctld() {
     slurmctld
-    wait_for 30 slurmctld timeout 10 scontrol ping
+    wait_for 60 slurmctld timeout 10 scontrol ping
 }
 
 start_slurmd() {
     slurmd
-    wait_for 30 "the node" node_idle
+    wait_for 60 "the node" node_idle
 }
 
 node_idle() {

@@ -1,9 +1,10 @@
 """Sweeps through a real SLURM cluster: one node on this machine, brought up for these tests.
 
 ``scripts/slurm_local.sh up`` starts the cluster (installing SLURM's Debian packages when they
-are missing) before the first test of this module and ``down`` stops it after the last, also
-when tests fail. Where the cluster cannot be brought up (not root, no apt-get) the tests are
-skipped with the reason, unless ``MLPLAB_SLURM=require`` (CI sets it): then they fail.
+are missing) before the first test of this module and ``down`` stops it at the end of the
+session, also when tests fail. Where the cluster cannot be brought up (not root, no apt-get)
+the tests are skipped with the reason, unless ``MLPLAB_SLURM=require`` (CI sets it): then they
+fail.
 ``MLPLAB_SLURM=skip`` skips them. The tests run one after another on one pytest worker
 (``xdist_group``; ``make test`` distributes with ``--dist loadgroup``).
 """
@@ -77,7 +78,9 @@ def free_port_base(start: int = 6817, span: int = 4) -> int:
     raise RuntimeError(f"no {span} free ports from {start}")
 
 
-@pytest.fixture(scope="module")
+# Session scope: with --dist loadgroup a worker may run other modules' tests between these; the
+# cluster stays up until the worker's session ends.
+@pytest.fixture(scope="session")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A running one-node cluster: the environment that points clients at it (SLURM_CONF)."""
     mode = os.environ.get("MLPLAB_SLURM", "auto")
