@@ -5,8 +5,8 @@ are missing) before the first test of this module and ``down`` stops it at the e
 session, also when tests fail. Where the cluster cannot be brought up (not root, no apt-get)
 the tests are skipped with the reason, unless ``MLPLAB_SLURM=require`` (CI sets it): then they
 fail.
-``MLPLAB_SLURM=skip`` skips them. The tests run one after another on one pytest worker
-(``xdist_group``; ``make test`` distributes with ``--dist loadgroup``).
+``MLPLAB_SLURM=skip`` skips them. Each pytest worker that runs some of these tests has a
+cluster of its own, on ports of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import yaml
 from conftest import BIN, NO_PROGRESS, run_cli
 from mlplab.tasks.common import ROOT_DIR
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SCRIPT = ROOT_DIR / "scripts" / "slurm_local.sh"
 TINY = ["debug=fast", "logger=none", "callbacks=none", "figures=false"]
@@ -60,9 +60,15 @@ LONG_TRAIN = [
 ]
 
 
-def free_port_base(start: int = 6817, span: int = 4) -> int:
-    """The first of ``span`` consecutive free TCP ports on 127.0.0.1, from ``start`` in tens."""
-    for base in range(start, start + 1000, 10):
+def free_port_base(span: int = 4) -> int:
+    """The first of ``span`` consecutive free TCP ports on 127.0.0.1 for this pytest worker.
+
+    Worker k of n (xdist) tries 6817 + 10 k, then 10 n further on, so two workers never race
+    for the same ports.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    for base in range(6817 + 10 * worker, 16817, 10 * workers):
         sockets = []
         try:
             for port in range(base, base + span):
@@ -75,11 +81,11 @@ def free_port_base(start: int = 6817, span: int = 4) -> int:
         finally:
             for sock in sockets:
                 sock.close()
-    raise RuntimeError(f"no {span} free ports from {start}")
+    raise RuntimeError(f"no {span} free ports for pytest worker {worker}")
 
 
-# Session scope: with --dist loadgroup a worker may run other modules' tests between these; the
-# cluster stays up until the worker's session ends.
+# Session scope: a pytest worker may run other modules' tests between these; the cluster stays up
+# until the worker's session ends.
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A running one-node cluster: the environment that points clients at it (SLURM_CONF)."""
