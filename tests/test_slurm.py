@@ -329,3 +329,22 @@ def test_job_at_its_time_limit_is_requeued_and_ends_with_the_uninterrupted_weigh
     for name, tensor in theirs["state_dict"].items():
         assert torch.equal(ours["state_dict"][name], tensor), name
     assert read(job)["metrics"]["test/acc"] == read(run)["metrics"]["test/acc"]
+
+
+def test_requeued_job_resumes_from_its_own_last_checkpoint(compose_config, tmp_path, monkeypatch):
+    """No cluster needed: ``SLURM_RESTART_COUNT`` is what SLURM sets in a requeued job."""
+    from mlplab.tasks.train import resume_path
+
+    cfg = compose_config("train", [])
+    output_dir = tmp_path / "run"
+    last = output_dir / "checkpoints" / "last.ckpt"
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert resume_path(cfg, output_dir) is None  # requeued before its first epoch ended
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert resume_path(cfg, output_dir) == last
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # a first run never resumes by itself
+    assert resume_path(cfg, output_dir) is None
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    cfg.ckpt_path = str(tmp_path / "start.ckpt")  # a run's own ckpt_path wins
+    assert resume_path(cfg, output_dir) == tmp_path / "start.ckpt"
