@@ -10,13 +10,13 @@ places, everything else is the plugin's own:
   ``on_job_end`` see it), and then the job raises again once Hydra is done: submitit stores the
   error as the job's outcome and the process exits non-zero, which SLURM accounts FAILED.
 - In the sweep's process (:meth:`_FailedJobsRecorded.launch`): every job is waited for, failed
-  or not, and each failed job is named in one line. The plugin's own ``launch`` raises at the
-  first failed job instead, leaving the others unwatched and the sweep without its summary.
+  or not, and each failed job is named in one line. The plugin's own ``launch`` would raise at
+  the first job that raised, leaving the others unwatched and the sweep without its summary.
 
-A failed job comes back to the sweeper as Hydra's basic launcher gives back an mlplab job that
-failed: a result of None. Hydra's basic sweeper stops a multirun at a FAILED ``JobReturn`` after
-its batch, before later batches and before the ``on_multirun_end`` callbacks (mlplab's sweep
-summary and its exit status); Optuna records None as a failed trial.
+To the sweeper, a failed job comes back as one of Hydra's basic launcher does in mlplab: a
+COMPLETED JobReturn whose value is None. Hydra's basic sweeper stops a multirun at a FAILED
+``JobReturn`` after its batch, before later batches and before the ``on_multirun_end`` callbacks
+(mlplab's sweep summary and its exit status); Optuna records None as a failed trial.
 """
 
 from __future__ import annotations
