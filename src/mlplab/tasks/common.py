@@ -104,6 +104,20 @@ def check_int(
     return _checked(key, get(cfg, key), checks.check_int, minimum, maximum, optional)
 
 
+# Lightning's seed_everything and numpy take seeds in [0, 2**32 - 1]; outside it Lightning
+# fails deep inside the run (or picks a random seed), so a task refuses the value up front.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(cfg: DictConfig, key: str = "seed") -> int:
+    """Require a seed in [0, 2**32 - 1], the range numpy and ``pl.seed_everything`` accept.
+
+    Raises:
+        ConfigError: ``seed=<value> is invalid: must be an integer >= 0 and <= 4294967295``.
+    """
+    return check_int(cfg, key, minimum=0, maximum=SEED_MAX)
+
+
 def check_float(
     cfg: DictConfig,
     key: str,
