@@ -161,12 +161,39 @@ def _options() -> dict[str, str]:
     return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v}
 
 
+def _task_overrides() -> list[str]:
+    """The run's own overrides (Hydra's ``overrides.task``), when Hydra runs this task."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def in_multirun() -> bool:
     """True inside a job of a Hydra multirun (``-m``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def last_checkpoint(cfg: DictConfig, output_dir: Path) -> Path:
+    """Where the run's ModelCheckpoint keeps ``last.ckpt`` (``callbacks.model_checkpoint``)."""
+    callbacks = cfg.get("callbacks") or {}
+    dirpath = (callbacks.get("model_checkpoint") or {}).get("dirpath")
+    return Path(dirpath or output_dir / "checkpoints") / "last.ckpt"
+
+
+def resume_command(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> str:
+    """The shell command that goes on with a stopped run in its own folder.
+
+    The run's own overrides, ``hydra.run.dir=<its folder>`` and ``ckpt_path=last`` once its
+    ``last.ckpt`` exists; before the first epoch has ended, the same command in the same folder
+    (from the checkpoint it started from, if any).
+    """
+    if last_checkpoint(cfg, output_dir).is_file():
+        extra, drop = ["ckpt_path=last"], ["ckpt_path"]
+        return common.rerun_command("train", output_dir, overrides, extra, drop)
+    return common.rerun_command("train", output_dir, overrides)
 
 
 def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
@@ -182,9 +209,7 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
         return None
     if ckpt_path != "last":
         return Path(ckpt_path).expanduser().absolute()
-    callbacks = cfg.get("callbacks") or {}
-    dirpath = (callbacks.get("model_checkpoint") or {}).get("dirpath")
-    path = Path(dirpath or output_dir / "checkpoints") / "last.ckpt"
+    path = last_checkpoint(cfg, output_dir)
     if path.is_file():
         return path
     if in_multirun():
@@ -358,6 +383,7 @@ def train(
     """
     from mlplab.data.datamodule import sequential_loader
     from mlplab.models.classifier import DivergedError, evaluate_batches
+    from mlplab.tasks.progress import Interruption
 
     started = time.perf_counter()
     ckpt = None if ckpt_path is None else str(ckpt_path)
@@ -365,6 +391,11 @@ def train(
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except DivergedError as err:
         raise TaskError(str(err)) from err
+    except SystemExit as err:  # Lightning's SIGTERMException, or its exit after Ctrl-C
+        stop = next((c for c in trainer.callbacks if isinstance(c, Interruption)), None)
+        if stop is None or stop.signum is None:
+            raise
+        raise _interrupted(trainer, stop.signum) from err
     metrics: dict[str, float] = {"fit_time_s": round(time.perf_counter() - started, 4)}
     metrics.update(
         {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -381,6 +412,18 @@ def train(
     metrics["global_step"] = trainer.global_step
     metrics["epochs"] = trainer.current_epoch
     return metrics
+
+
+def _interrupted(trainer: pl.Trainer, signum: int) -> common.Interrupted:
+    """The stop by ``signum`` during the fit, saying where the run stopped and resumes from.
+
+    ModelCheckpoint writes last.ckpt at the end of every epoch; the epoch in progress is not
+    saved, and a resume trains it again from its start, as the uninterrupted run did (a
+    mid-epoch checkpoint cannot resume exactly: the DataLoader does not record its position).
+    """
+    done, step = trainer.current_epoch, trainer.global_step
+    where = f"at step {step}, in epoch {done + 1} (a resume trains it again from its start)"
+    return common.Interrupted(signum, where, metrics={"global_step": step, "epochs": done})
 
 
 def _train_body(cfg: DictConfig, output_dir: Path) -> common.Outcome:
@@ -419,13 +462,19 @@ def _fit_and_record(
 ) -> dict[str, float]:
     """Fit and test; on rank 0, print the tutorial's lines and write figures and HPARAMS."""
     from mlplab.tasks import runtime
+    from mlplab.tasks.progress import Interruption
 
     logger = runtime.build_logger(cfg.get("logger"))
-    callbacks = runtime.build_callbacks(cfg.get("callbacks"))
+    # Interruption is the task's own: a signal always ends in a record, whatever the callbacks.
+    callbacks = [*runtime.build_callbacks(cfg.get("callbacks")), Interruption()]
     trainer = runtime.build_trainer(cfg.trainer, logger, callbacks)
     runtime.pass_job_to_ranks()
     common.settle_gc()
-    metrics = train(datamodule, model, trainer, ckpt_path=ckpt_path, run_test=cfg.test)
+    try:
+        metrics = train(datamodule, model, trainer, ckpt_path=ckpt_path, run_test=cfg.test)
+    except common.Interrupted as stop:
+        stop.resume = resume_command(cfg, output_dir, _task_overrides())
+        raise
     if not trainer.is_global_zero:
         return metrics
     if trainer.global_step == 0:
