@@ -67,8 +67,11 @@ class TaskError(RuntimeError):
     """A run cannot go on for a reason outside the config (bad file, diverged loss)."""
 
 
-class Interrupted(Exception):  # noqa: N818 (no error: the run was stopped on request)
+class Interrupted(BaseException):
     """The run was stopped by a signal: Ctrl-C's SIGINT, or the SIGTERM a scheduler sends.
+
+    A BaseException, as KeyboardInterrupt and Lightning's SIGTERMException are: raised from a
+    signal handler anywhere, it must pass the ``except Exception`` of the code it interrupts.
 
     Args:
         signum: The signal.
@@ -417,7 +420,7 @@ def run_task(
         record["status"] = "ok"
     except KeyboardInterrupt:  # Ctrl-C outside Lightning's fit: the run starts again
         error = Interrupted(signal.SIGINT)
-    except Exception as err:
+    except (Interrupted, Exception) as err:
         error = err
     if isinstance(error, Interrupted):
         if error.resume is None:
