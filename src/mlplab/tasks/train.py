@@ -256,8 +256,8 @@ def interpolation_sources(cfg: DictConfig) -> dict[str, str]:
     """The keys of the run's parts whose value is another key (``data.seed: ${seed}``).
 
     Returns:
-        ``{"data.seed": "seed", "model.in_features": "data.num_features", ...}``: a refused
-        resume names the key the user sets, not the one that copies it.
+        ``{"data.seed": "seed", ...}``: a refused resume names the key the user sets, not
+        the one that copies it.
     """
     sources: dict[str, str] = {}
 
@@ -437,7 +437,7 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> common.Outcome:
     ckpt_path = resume_path(cfg, output_dir)
     if ckpt_path is not None:
         checkpoint = runtime.load_checkpoint(ckpt_path)
-        # The settings first: "add model.width=128" says more than two tensor shapes.
+        # The settings first: the override to add says more than two tensor shapes.
         check_resume(ckpt_path, checkpoint, model.hparams.built_from, interpolation_sources(cfg))
         runtime.check_state_dict(ckpt_path, checkpoint["state_dict"], model)
         log.info(
