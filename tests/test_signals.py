@@ -199,3 +199,16 @@ def test_a_terminal_keeps_the_rich_bar(tmp_path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert piped.stdout.split() == ["EpochLines", "ModelSummary"]
+
+
+def test_the_summary_counts_the_networks_flops(compose_config) -> None:
+    """On a terminal the summary has real FLOPs and sizes: no column of zeros."""
+    from pytorch_lightning.utilities.model_summary import ModelSummary
+
+    from mlplab.tasks.train import build_model
+
+    model = build_model(compose_config("train", ["model.width=16"]))
+    summary = ModelSummary(model, max_depth=2)
+    # Multiply-adds of the two layers, 2 FLOPs each: 2 -> 16 -> 4 for one input.
+    assert summary.total_flops == 2 * (2 * 16 + 16 * 4)
+    assert summary.in_sizes[0] == [1, 2] and summary.out_sizes[0] == [1, 4]
