@@ -24,8 +24,6 @@ from conftest import BIN, read_metrics, run_cli
 from mlplab.tasks.runtime import load_checkpoint
 from test_reliability import assert_same_run, start_train
 
-pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
-
 # 20 minibatches of 16 per epoch, for long enough to be stopped mid-way; a small network.
 STEPS_PER_EPOCH = 20
 EPOCHS = 30
@@ -92,6 +90,8 @@ def resume_line(stderr: str, signame: str) -> str:
     return last.split("; resume with: ", 1)[1]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
 )
@@ -131,6 +131,8 @@ def test_a_signal_saves_records_and_resumes_exactly(tmp_path, whole_run, signum,
     assert_same_run(run_dir, whole_run)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigterm_before_the_first_epoch_ends_is_recorded(tmp_path) -> None:
     # Stopped as early as the run logs anything: no checkpoint yet, so the command runs the
     # same overrides again in the same folder.
@@ -156,6 +158,8 @@ def test_sigterm_before_the_first_epoch_ends_is_recorded(tmp_path) -> None:
         assert words[-1] == f"hydra.run.dir={run_dir}" and "ckpt_path=last" not in words
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_logs_to_a_pipe_have_one_line_per_epoch_and_no_adverts(tmp_path) -> None:
     result = run_cli(
         "train", "debug=fast", "trainer.max_epochs=3", "data.val_fraction=0.1",
@@ -178,6 +182,8 @@ def test_logs_to_a_pipe_have_one_line_per_epoch_and_no_adverts(tmp_path) -> None
     assert val_acc == pytest.approx(read_metrics(run_dir)["metrics"]["val/acc"], abs=0.006)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_terminal_keeps_the_rich_bar(tmp_path) -> None:
     """With stdout on a pseudo-terminal, the progress bar and summary are Lightning's rich ones."""
     import pty
@@ -212,3 +218,31 @@ def test_the_summary_counts_the_networks_flops(compose_config) -> None:
     # Multiply-adds of the two layers, 2 FLOPs each: 2 -> 16 -> 4 for one input.
     assert summary.total_flops == 2 * (2 * 16 + 16 * 4)
     assert summary.in_sizes[0] == [1, 2] and summary.out_sizes[0] == [1, 4]
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_outside_lightning_is_recorded_too(tmp_path, capsys, signum, code) -> None:
+    """A real signal to this process while a task body runs (here approx's): the same record."""
+    from omegaconf import OmegaConf
+
+    from mlplab.tasks.common import run_task
+
+    def body(cfg, output_dir):
+        signal.raise_signal(signum)  # delivered at once, in the middle of the body's work
+        raise AssertionError("the signal did not stop the body")
+
+    cfg = OmegaConf.create({"task_name": "approx"})
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        run_task(cfg, body, tmp_path, ["target=sin", "seed=3"], multirun=False)
+    assert stop.value.code == code
+    assert signal.getsignal(signal.SIGTERM) is before  # the task's handler is gone again
+    name = signal.Signals(signum).name
+    command = f"mlplab-approx target=sin seed=3 hydra.run.dir={tmp_path}"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"mlplab-approx: interrupted by {name}; resume with: {command}"
+    record = read_metrics(tmp_path)
+    assert record["status"] == "interrupted" and record["resume"] == command
+    assert record["error"] == f"interrupted by {name}"
