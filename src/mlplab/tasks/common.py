@@ -75,7 +75,7 @@ class Interrupted(BaseException):
 
     Args:
         signum: The signal.
-        detail: Where the run stopped (``after epoch 2, step 40``), for the message.
+        detail: Where the run stopped (``at step 32, in epoch 2 (...)``), for the message.
         resume: The shell command that goes on with the run; None: run the same command again.
         metrics: What the run had reached (``global_step``, ``epochs``), for metrics.json.
 
