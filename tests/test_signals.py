@@ -133,6 +133,40 @@ def test_a_signal_saves_records_and_resumes_exactly(tmp_path, whole_run, signum,
 
 @pytest.mark.slow
 @pytest.mark.subprocess
+def test_sigterm_stops_a_sweep_and_its_job_resumes_alone(tmp_path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    victim = start_train(
+        "-m", *LONG[:4], "seed=5,6", "logger=none", "figures=false", "hydra/launcher=basic",
+        f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+    )  # fmt: skip
+
+    def job_checkpoint() -> bool:
+        ckpt = sweep_dir / "0" / "checkpoints" / "last.ckpt"
+        return ckpt.is_file() and torch.load(ckpt, weights_only=True)["global_step"] > 0
+
+    wait_for(job_checkpoint, victim, "job 0's first checkpoint")
+    _, stderr = stop(victim, signal.SIGTERM)
+    assert victim.returncode == 143, stderr[-2000:]  # the sweep stops
+    assert not (sweep_dir / "1").exists()  # the next job never started
+    command = resume_line(stderr, "SIGTERM")
+    record = read_metrics(sweep_dir / "0")
+    assert record["status"] == "interrupted" and record["resume"] == command
+    words = shlex.split(command)
+    # The job's own overrides (its seed), as a single run in the job's folder.
+    assert "seed=5" in words and "-m" not in words
+    assert words[-2:] == [f"hydra.run.dir={sweep_dir / '0'}", "ckpt_path=last"]
+    assert not any(w.startswith(("hydra.sweep", "hydra/launcher", "hydra.mode")) for w in words)
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    resumed = subprocess.run(
+        command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    record = read_metrics(sweep_dir / "0")
+    assert record["status"] == "ok" and record["metrics"]["epochs"] == EPOCHS
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigterm_before_the_first_epoch_ends_is_recorded(tmp_path) -> None:
     # Stopped as early as the run logs anything: no checkpoint yet, so the command runs the
     # same overrides again in the same folder.
