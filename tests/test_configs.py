@@ -8,7 +8,12 @@ import pytest
 import torch
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from pytorch_lightning.callbacks import ModelCheckpoint, RichModelSummary, RichProgressBar
+from pytorch_lightning.callbacks import (
+    ModelCheckpoint,
+    ModelSummary,
+    RichModelSummary,
+    RichProgressBar,
+)
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
@@ -19,6 +24,7 @@ from mlplab.models.losses import CrossEntropy
 from mlplab.models.mlp import MLP
 from mlplab.tasks.common import CONF_DIR, ConfigError
 from mlplab.tasks.eval import validate_eval_config
+from mlplab.tasks.progress import EpochLines, stdout_is_terminal
 from mlplab.tasks.runtime import (
     AtomicCheckpointIO,
     build_callbacks,
@@ -192,7 +198,11 @@ def test_callback_options(compose_config, tmp_path) -> None:
     cfg = compose_config("train", ["callbacks=default"])
     callbacks = build_callbacks(cfg.get("callbacks"))
     kinds = {type(c) for c in callbacks}
-    assert kinds == {ModelCheckpoint, RichProgressBar, RichModelSummary}
+    # A rich bar and summary on a terminal; epoch log lines and no table in a file or a pipe.
+    if stdout_is_terminal():
+        assert kinds == {ModelCheckpoint, RichProgressBar, RichModelSummary}
+    else:
+        assert kinds == {ModelCheckpoint, EpochLines, ModelSummary}
     (last,) = (c for c in callbacks if isinstance(c, ModelCheckpoint))
     # Lightning's own checkpoint callback keeps one file, last.ckpt, of the most recent epoch.
     assert last.dirpath == str(tmp_path / "run" / "checkpoints")

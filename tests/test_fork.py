@@ -308,7 +308,9 @@ def test_resume_guard_compares_every_recorded_argument(tmp_path) -> None:
     with pytest.raises(Exception, match=r"trained with data\.spread=0\.5 but this run has data\."):
         check_resume(tmp_path, checkpoint, changed)
     other = {**record, "data": {"_target_": "rings.Rings", "spread": 0.5}}
-    with pytest.raises(Exception, match=r"trained with data='blobs\.Blobs' but this run has data="):
+    with pytest.raises(
+        Exception, match=r"trained with data._target_=blobs\.Blobs but this run has"
+    ):
         check_resume(tmp_path, checkpoint, other)
     with pytest.raises(Exception, match=r"does not record what built its run"):
         check_resume(tmp_path, {"hyper_parameters": {}}, record)

@@ -20,6 +20,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from conftest import BIN, NO_PROGRESS, SMALL_TRAIN, checkpoint_of, read_metrics, run_cli
@@ -35,16 +36,24 @@ FINAL = ("test/acc", "test/loss", "train/acc", "train/loss", "global_step", "epo
 
 
 def compose_task(task: str, overrides: list[str], out: Path) -> DictConfig:
-    """The task's config as Hydra composes it, with its run folder at ``out``."""
+    """The task's config as Hydra composes it, with its run folder at ``out``.
+
+    Hydra's runtime config is set as in a real run, so the options chosen per config group
+    (``loss=torch_ce``) are known to the task.
+    """
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose(task, overrides=overrides)
+            cfg = compose(task, overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
     with open_dict(cfg):
         cfg.paths.log_dir = str(out.parent)
         cfg.paths.output_dir = str(out)
+        cfg.hydra.runtime.output_dir = str(out)
+        cfg.hydra.job.num = 0
+        cfg.hydra.job.id = "0"
+    HydraConfig.instance().set_config(cfg)
     return cfg
 
 
@@ -379,7 +388,12 @@ def test_bad_checkpoint_is_refused_in_one_line(good_run, tmp_path, capsys, task,
         run(task, out, *overrides)
     assert stop.value.code == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"mlplab-{task}: error: checkpoint {bad}: {BAD_CHECKPOINTS[kind]}"), line
+    expected = BAD_CHECKPOINTS[kind]
+    if task == "train" and kind == "other_architecture":  # the record is read first
+        expected = (
+            "trained with model.hidden_units=[16,16] but this run has model.hidden_units=null"
+        )
+    assert line.startswith(f"mlplab-{task}: error: checkpoint {bad}: {expected}"), line
     record = read_metrics(out)
     assert record["status"] == "failed" and record["error_type"] == "TaskError"
     assert not (out / "checkpoints").exists()  # nothing trained, nothing written
@@ -423,31 +437,73 @@ def test_the_marker_checkpoint_would_run_code_if_loaded_unsafely(good_run, tmp_p
     assert (tmp_path / "marker").exists()
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("seed=3", "data.seed=2021 but this run has data.seed=3"),
-        ("data.sigma=0.2", "data.sigma=0.16 but this run has data.sigma=0.2"),
-        ("model.activation='Tanh()'", "model.activation='ReLU()' but this run has model"),
-        ("loss=torch_ce", "loss='mlplab.models.losses.CrossEntropy' but this run has loss="),
-        ("optimizer.lr=0.01", "optimizer.lr=0.001 but this run has optimizer.lr=0.01"),
-        ("optimizer=sgd", "optimizer='torch.optim.Adam' but this run has optimizer='torch.opt"),
-        ("data.batch_size=16", "data.batch_size=32 but this run has data.batch_size=16"),
-        ("data.eval_batch_size=10", "data.eval_batch_size=None but this run has data.eval"),
-        ("optimizer.weight_decay=0.1", "optimizer.weight_decay=0.0 but this run has optimizer"),
-    ],
-)
-def test_resume_with_other_settings_is_refused(good_run, tmp_path, capsys, override, message):
+# (override of the resumed run, what the refusal says, the overrides it says to add)
+RESUME_CHANGES = [
+    ("seed=3", "with seed=2021 but this run has seed=3", "seed=2021"),
+    ("data.sigma=0.2", "with data.sigma=0.16 but this run has data.sigma=0.2", "data.sigma=0.16"),
+    ("model.activation='Tanh()'", "with model.activation='ReLU()' but this run has "
+     "model.activation='Tanh()'", "model.activation='ReLU()'"),
+    ("model.width=8", "with model.width=16 but this run has model.width=8", "model.width=16"),
+    ("loss=torch_ce", "with loss=custom_ce but this run has loss=torch_ce", "loss=custom_ce"),
+    ("optimizer.lr=0.01", "with optimizer.lr=0.001 but this run has optimizer.lr=0.01",
+     "optimizer.lr=0.001"),
+    ("optimizer=sgd", "with optimizer=adam but this run has optimizer=sgd", "optimizer=adam"),
+    ("scheduler=cosine", "with scheduler=none but this run has scheduler=cosine", "scheduler=none"),
+    ("data.batch_size=16", "with data.batch_size=32 but this run has data.batch_size=16",
+     "data.batch_size=32"),
+    ("data.eval_batch_size=10", "with data.eval_batch_size=null but this run has "
+     "data.eval_batch_size=10", "data.eval_batch_size=null"),
+    ("optimizer.weight_decay=0.1", "with optimizer.weight_decay=0.0 but this run has optimizer."
+     "weight_decay=0.1", "optimizer.weight_decay=0.0"),
+    ("+trainer.gradient_clip_val=0.5", "without trainer.gradient_clip_val but this run has "
+     "trainer.gradient_clip_val=0.5", "~trainer.gradient_clip_val"),
+    ("trainer.precision=64-true", "with trainer.precision='32-true' but this run has "
+     "trainer.precision='64-true'", "trainer.precision='32-true'"),
+    ("+trainer.limit_train_batches=5", "without trainer.limit_train_batches",
+     "~trainer.limit_train_batches"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("override", "message", "add"), RESUME_CHANGES)
+def test_resume_with_other_settings_is_refused(good_run, tmp_path, capsys, override, message, add):
     # Same shapes, so the tensors would load: only the recorded settings tell the runs apart.
+    # The refusal names the override to add, never a class path.
     ckpt = good_run / "checkpoints" / "last.ckpt"
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
         run("train", out, *SMALL, f"ckpt_path={ckpt}", override, "trainer.max_epochs=3")
     assert stop.value.code == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"mlplab-train: error: checkpoint {ckpt}: trained with {message}"), line
-    assert line.endswith("; resume with the checkpoint's settings")
+    assert line.startswith(f"mlplab-train: error: checkpoint {ckpt}: trained {message}"), line
+    assert line.endswith(f"; resume with the checkpoint's settings: add {add}"), line
+    assert "torch.nn" not in line and "mlplab.models" not in line
     assert not (out / "checkpoints").exists()
+
+
+def test_resume_refusal_lists_every_override_to_add(good_run, tmp_path, capsys) -> None:
+    ckpt = good_run / "checkpoints" / "last.ckpt"
+    changes = ["loss=torch_ce", "data.batch_size=16", "seed=5", "optimizer.lr=0.01"]
+    with pytest.raises(SystemExit):
+        run("train", tmp_path / "run", *SMALL, f"ckpt_path={ckpt}", *changes)
+    (line,) = capsys.readouterr().err.splitlines()
+    added = line.split("; resume with the checkpoint's settings: add ")[1].split()
+    # data.seed follows ${seed}: named once, as the key the user sets.
+    assert sorted(added) == sorted(
+        ["loss=custom_ce", "data.batch_size=32", "seed=2021", "optimizer.lr=0.001"]
+    )
+
+
+def test_resume_with_the_added_overrides_is_accepted(good_run, tmp_path, capsys) -> None:
+    ckpt = good_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit):
+        run("train", tmp_path / "refused", *SMALL, f"ckpt_path={ckpt}", "data.batch_size=16")
+    line = capsys.readouterr().err.strip()
+    added = line.split(": add ")[1].split()
+    record = run(
+        "train", tmp_path / "run", *SMALL, f"ckpt_path={ckpt}", "data.batch_size=16", *added,
+        "trainer.max_epochs=3", "logger=none", "figures=false",
+    )  # fmt: skip
+    assert record["status"] == "ok" and record["metrics"]["global_step"] == 30
 
 
 def test_failed_resume_in_place_keeps_the_checkpoint(good_run, tmp_path, capsys) -> None:
@@ -494,6 +550,7 @@ BAD_VALUES = [
     ("train", ["seed=-1"], "seed"),
     ("train", ["seed=1.5"], "seed"),
     ("train", ["seed=abc"], "seed"),
+    ("train", ["seed=4294967296"], "seed"),
     ("train", ["data.num_classes=1"], "data.num_classes"),
     ("train", ["data.sigma=-0.1"], "data.sigma"),
     ("train", ["data.sigma=nan"], "data.sigma"),
@@ -582,6 +639,8 @@ OTHER_TASKS_BAD_VALUES = [
     ("approx", ["target=foo"], "target"),
     ("approx", ["n_points=1"], "n_points"),
     ("approx", ["fit=maybe"], "fit"),
+    ("approx", ["seed=4294967296"], "seed"),
+    ("approx", ["seed=-1"], "seed"),
     ("lif", ["mode=foo"], "mode"),
     ("lif", ["lif.Cm=0"], "lif.Cm"),
     ("lif", ["dtype=float16"], "dtype"),
@@ -613,6 +672,12 @@ SUBPROCESS_BAD_VALUES = [
     ("train", ["model.activation=Foo(1)"], "model.activation='Foo(1)' is invalid: activation"),
     ("train", ["optimizer=adamw"], "optimizer='adamw' is invalid: must be one of adam"),
     ("eval", [], "ckpt_path='???' is invalid: is required"),
+    (
+        "train",
+        ["seed=4294967296"],
+        "seed=4294967296 is invalid: must be an integer >= 0 and <= 4294967295",
+    ),
+    ("approx", ["seed=-1"], "seed=-1 is invalid: must be an integer >= 0 and <= 4294967295"),
 ]
 
 

@@ -105,7 +105,7 @@ def validate_approx_config(cfg: DictConfig) -> ApproxSpec:
     fit = common.check_choice(cfg, "fit", FIT_MODES)
     steps = common.check_int(cfg, "learned.steps", minimum=1)
     lr = common.check_float(cfg, "learned.lr", low=0.0, low_open=True)
-    seed = common.check_int(cfg, "seed", minimum=0)
+    seed = common.check_seed(cfg)
     return ApproxSpec(target, x_min, x_max, n_points, eval_points, fit, steps, lr, seed)
 
 

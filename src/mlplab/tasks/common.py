@@ -9,6 +9,7 @@ the frameworks' own, shortened: :func:`instantiate` turns a constructor's except
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
 import json
@@ -17,12 +18,14 @@ import math
 import os
 import re
 import secrets
+import shlex
+import signal
 import struct
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -75,6 +78,36 @@ class JobFailedError(TaskError):
     """A multirun job failed and was recorded as failed (its one-line error is the message)."""
 
 
+class Interrupted(BaseException):
+    """The run was stopped by a signal: Ctrl-C's SIGINT, or the SIGTERM a scheduler sends.
+
+    A BaseException, as KeyboardInterrupt and Lightning's SIGTERMException are: raised from a
+    signal handler anywhere, it must pass the ``except Exception`` of the code it interrupts.
+
+    Args:
+        signum: The signal.
+        detail: Where the run stopped (``at step 32, in epoch 2 (...)``), for the message.
+        resume: The shell command that goes on with the run; None: run the same command again.
+        metrics: What the run had reached (``global_step``, ``epochs``), for metrics.json.
+
+    Attributes:
+        exit_code: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell
+            reports a process that a signal ended.
+    """
+
+    def __init__(
+        self,
+        signum: int,
+        detail: str = "",
+        resume: str | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        self.signum, self.resume, self.metrics = int(signum), resume, metrics or {}
+        self.exit_code = 128 + self.signum
+        self.signal_name = signal.Signals(self.signum).name
+        super().__init__(f"interrupted by {self.signal_name}{' ' + detail if detail else ''}")
+
+
 def _show(value: object) -> str:
     if isinstance(value, DictConfig | ListConfig):
         value = OmegaConf.to_container(value)
@@ -113,6 +146,20 @@ def check_int(
 ) -> int | None:
     """Require an integer within [minimum, maximum] (or None when ``optional``)."""
     return _checked(key, get(cfg, key), checks.check_int, minimum, maximum, optional)
+
+
+# Lightning's seed_everything and numpy take seeds in [0, 2**32 - 1]; outside it Lightning
+# fails deep inside the run (or picks a random seed), so a task refuses the value up front.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(cfg: DictConfig, key: str = "seed") -> int:
+    """Require a seed in [0, 2**32 - 1], the range numpy and ``pl.seed_everything`` accept.
+
+    Raises:
+        ConfigError: ``seed=<value> is invalid: must be an integer >= 0 and <= 4294967295``.
+    """
+    return check_int(cfg, key, minimum=0, maximum=SEED_MAX)
 
 
 def check_float(
@@ -234,6 +281,103 @@ def _hydra_runtime() -> tuple[Path, list[str], bool]:
     return Path(hc.runtime.output_dir), list(hc.overrides.task), hc.mode == RunMode.MULTIRUN
 
 
+# Hydra overrides that place a run or a job: a rerun in the run's own folder sets its own.
+_PLACING_OVERRIDES = (
+    "hydra.run.dir", "hydra.sweep.", "hydra.mode", "hydra.job.num", "hydra.job.id",
+    "hydra/launcher", "hydra.launcher.", "hydra/sweeper", "hydra.sweeper.",
+)  # fmt: skip
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("~+")
+
+
+def config_flags(argv: Sequence[str]) -> list[str]:
+    """Hydra's config-location flags of a command line (``--config-dir X``, ``-cn name``)."""
+    flags: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _VALUE_FLAGS:
+            flags += [token, next(tokens, "")]
+        elif token.startswith(tuple(f"{flag}=" for flag in _VALUE_FLAGS if flag.startswith("--"))):
+            flags.append(token)
+    return flags
+
+
+def rerun_command(
+    task_name: str,
+    output_dir: Path,
+    overrides: Sequence[str],
+    extra: Sequence[str] = (),
+    drop: Sequence[str] = (),
+) -> str:
+    """The shell command that runs this run (or this job of a sweep) again in its own folder.
+
+    Args:
+        task_name: ``train`` for the console script ``mlplab-train``.
+        output_dir: The run's folder, passed as ``hydra.run.dir``.
+        overrides: The run's own overrides (Hydra's ``overrides.task``).
+        extra: Overrides to add (``ckpt_path=last``).
+        drop: Keys whose overrides are left out (``ckpt_path``: ``extra`` sets it).
+
+    Returns:
+        ``mlplab-<task> [config flags] <overrides> <hydra overrides> hydra.run.dir=<folder>
+        <extra>``, each word quoted for a POSIX shell.
+    """
+    hydra_overrides: list[str] = []
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_overrides = [
+            o
+            for o in HydraConfig.get().overrides.hydra
+            if not _override_key(o).startswith(_PLACING_OVERRIDES)
+        ]
+    kept = [o for o in overrides if _override_key(o) not in drop]
+    words = [
+        f"mlplab-{task_name}",
+        *config_flags(sys.argv[1:]),
+        *kept,
+        *hydra_overrides,
+        f"hydra.run.dir={Path(output_dir).absolute()}",
+        *extra,
+    ]
+    return " ".join(_shell_word(word) for word in words)
+
+
+def _shell_word(word: str) -> str:
+    """``word`` quoted for a POSIX shell; Hydra's own quotes inside double quotes, readably."""
+    quoted = shlex.quote(word)
+    if quoted != word and "'" in word and not set('"$`\\!') & set(word):
+        return f'"{word}"'
+    return quoted
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Interrupted` while a task runs, so that its record is written.
+
+    Python's default for SIGTERM ends the process at once, without a record. While Lightning
+    fits, its own handler is installed and calls this one after noting the signal; this one then
+    leaves the signal to Lightning, which stops at the end of the batch
+    (``SIGTERMException``), so the checkpoints stay whole.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is handler:  # not inside Lightning's handler
+            raise Interrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (a joblib worker's thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class Outcome(NamedTuple):
     """A task body's result when it records more than metrics: ``hparams`` go to metrics.json."""
 
@@ -282,14 +426,26 @@ def run_task(
     metrics: dict[str, Any] = {}
     error: BaseException | None = None
     try:
-        result = body(cfg, Path(output_dir))
+        with sigterm_raises():
+            result = body(cfg, Path(output_dir))
         if isinstance(result, Outcome):
             metrics, record["hparams"] = result
         else:
             metrics = result
         record["status"] = "ok"
-    except (Exception, KeyboardInterrupt) as err:
+    except KeyboardInterrupt:  # Ctrl-C outside Lightning's fit: the run starts again
+        error = Interrupted(signal.SIGINT)
+    except (Interrupted, Exception) as err:
         error = err
+    if isinstance(error, Interrupted):
+        if error.resume is None:
+            error.resume = rerun_command(task_name, Path(output_dir), overrides)
+        record["status"] = "interrupted"
+        record["error"] = str(error)
+        record["resume"] = error.resume
+        metrics = error.metrics
+    elif error is not None:
+        err = error
         record["status"] = "failed"
         record["error"] = one_line(err)
         record["error_type"] = type(err).__name__
@@ -305,10 +461,17 @@ def run_task(
     if os.environ.get("LOCAL_RANK", "0") != "0" and error is None:
         return None
     write_json_atomic(Path(output_dir) / "metrics.json", record)
+    if isinstance(error, Interrupted):
+        # One line, the command last: a scheduler's log ends with what to run next. A signal
+        # stops a sweep too (the exit status a shell gives a process the signal ended).
+        print(
+            f"mlplab-{task_name}: {error}; resume with: {error.resume}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(error.exit_code)
     if error is not None:
         print(f"mlplab-{task_name}: error: {record['error']}", file=sys.stderr, flush=True)
-        if isinstance(error, KeyboardInterrupt):
-            raise error
         if not multirun:
             raise SystemExit(2 if isinstance(error, ConfigError) else 1)
         if os.environ.get(RAISE_FAILED_JOB_ENV) == "1":

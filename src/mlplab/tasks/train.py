@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -39,7 +40,7 @@ def check_task_config(cfg: DictConfig) -> None:
     Raises:
         ConfigError: naming the key, its value and what is allowed.
     """
-    common.check_int(cfg, "seed", minimum=0)
+    common.check_seed(cfg)
     common.check_int(cfg, "grid_size", minimum=2, maximum=4000)
     common.check_bool(cfg, "test")
     common.check_bool(cfg, "figures")
@@ -98,12 +99,37 @@ def check_optimized_metric(cfg: DictConfig) -> str:
     return metric
 
 
+# Trainer settings that change the numbers a run computes (not how long it runs or how it is
+# logged): a resume must keep them.
+RUN_TRAINER_KEYS = (
+    "precision",
+    "accumulate_grad_batches",
+    "gradient_clip_val",
+    "gradient_clip_algorithm",
+    "limit_train_batches",
+    "deterministic",
+)
+
+
 def built_from(cfg: DictConfig) -> dict[str, Any]:
-    """What builds the run: the config (class path and arguments) of each part, plain values."""
-    return {
+    """What builds the run, as plain values, recorded in its checkpoint.
+
+    Returns:
+        For each part (``data``, ``model``, ``loss``, ``optimizer``, ``scheduler``) its config
+        (class path and arguments); ``trainer``: the :data:`RUN_TRAINER_KEYS` its config sets;
+        ``seed``; ``options``: Hydra's option per part (``loss: custom_ce``), when Hydra runs
+        the task, so that a refused resume can name the override to add.
+    """
+    record: dict[str, Any] = {
         group: None if cfg.get(group) is None else OmegaConf.to_container(cfg[group], resolve=True)
         for group in BUILT_FROM
     }
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
+    record["trainer"] = {key: trainer[key] for key in RUN_TRAINER_KEYS if key in trainer}
+    record["seed"] = cfg.get("seed")
+    options = _options()
+    record["options"] = {group: options[group] for group in BUILT_FROM if group in options}
+    return record
 
 
 def build_model(cfg: DictConfig) -> Classifier:
@@ -127,7 +153,11 @@ def build_model(cfg: DictConfig) -> Classifier:
             scheduler_cfg, "scheduler", probe=lambda f: f(torch.optim.SGD(probe, lr=1.0), 100)
         )
     num_classes = common.get(cfg, "data.num_classes")
-    return Classifier(net, loss, optimizer, num_classes, scheduler, built_from=built_from(cfg))
+    model = Classifier(net, loss, optimizer, num_classes, scheduler, built_from=built_from(cfg))
+    # One input of the contract's shape (N, num_features): Lightning's model summary then counts
+    # real FLOPs and shows input and output sizes, instead of a column of zeros.
+    model.example_input_array = torch.zeros(1, common.get(cfg, "data.num_features"))
+    return model
 
 
 def build_run(cfg: DictConfig) -> tuple[pl.LightningDataModule, Classifier]:
@@ -185,12 +215,39 @@ def _options() -> dict[str, str]:
     return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items() if v}
 
 
+def _task_overrides() -> list[str]:
+    """The run's own overrides (Hydra's ``overrides.task``), when Hydra runs this task."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def in_multirun() -> bool:
     """True inside a job of a Hydra multirun (``-m``)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def last_checkpoint(cfg: DictConfig, output_dir: Path) -> Path:
+    """Where the run's ModelCheckpoint keeps ``last.ckpt`` (``callbacks.model_checkpoint``)."""
+    callbacks = cfg.get("callbacks") or {}
+    dirpath = (callbacks.get("model_checkpoint") or {}).get("dirpath")
+    return Path(dirpath or output_dir / "checkpoints") / "last.ckpt"
+
+
+def resume_command(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> str:
+    """The shell command that goes on with a stopped run in its own folder.
+
+    The run's own overrides, ``hydra.run.dir=<its folder>`` and ``ckpt_path=last`` once its
+    ``last.ckpt`` exists; before the first epoch has ended, the same command in the same folder
+    (from the checkpoint it started from, if any).
+    """
+    if last_checkpoint(cfg, output_dir).is_file():
+        extra, drop = ["ckpt_path=last"], ["ckpt_path"]
+        return common.rerun_command("train", output_dir, overrides, extra, drop)
+    return common.rerun_command("train", output_dir, overrides)
 
 
 def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
@@ -204,9 +261,7 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
     its folder's ``last.ckpt`` when there is one, as Lightning does with its ``hpc_ckpt``.
     """
     ckpt_path = cfg.ckpt_path
-    callbacks = cfg.get("callbacks") or {}
-    dirpath = (callbacks.get("model_checkpoint") or {}).get("dirpath")
-    path = Path(dirpath or output_dir / "checkpoints") / "last.ckpt"
+    path = last_checkpoint(cfg, output_dir)
     if ckpt_path is None and os.environ.get("SLURM_RESTART_COUNT", "0") != "0" and path.is_file():
         # SLURM requeued this job (time limit, preemption): it goes on from its last epoch.
         log.info(
@@ -237,29 +292,118 @@ class _Absent:
 
 
 _ABSENT = _Absent()
+_BARE_VALUE = re.compile(r"[A-Za-z_/][\w/.:-]*")
+_INTERPOLATION = re.compile(r"\$\{([\w.]+)\}")
+
+
+def override_value(value: Any) -> str:
+    """``value`` in Hydra's override grammar: ``null``, ``true``, ``'ReLU()'``, ``[8,8]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    text = str(value)
+    if _BARE_VALUE.fullmatch(text) and text.lower() not in ("null", "true", "false", "inf", "nan"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def interpolation_sources(cfg: DictConfig) -> dict[str, str]:
+    """The keys of the run's parts whose value is another key (``data.seed: ${seed}``).
+
+    Returns:
+        ``{"data.seed": "seed", ...}``: a refused resume names the key the user sets, not
+        the one that copies it.
+    """
+    sources: dict[str, str] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, Mapping):
+            for name, value in node.items():
+                walk(value, f"{key}.{name}")
+        elif isinstance(node, str) and (match := _INTERPOLATION.fullmatch(node)):
+            sources[key] = match.group(1)
+
+    for group in BUILT_FROM:
+        if isinstance(cfg.get(group), DictConfig):
+            walk(OmegaConf.to_container(cfg[group], resolve=False), group)
+    return sources
 
 
 def _differences(saved: Any, now: Any, key: str) -> Iterator[tuple[str, Any, Any]]:
     """(key, value in the checkpoint, value in this run) for each recorded argument that differs;
-    a class path ``_target_`` is named by its part (``optimizer='torch.optim.Adam'``)."""
+    values absent on one side are :data:`_ABSENT`."""
     if isinstance(saved, Mapping) and isinstance(now, Mapping):
         for name in dict.fromkeys([*saved, *now]):
-            where = key if name == "_target_" else f"{key}.{name}"
-            yield from _differences(saved.get(name, _ABSENT), now.get(name, _ABSENT), where)
+            yield from _differences(
+                saved.get(name, _ABSENT), now.get(name, _ABSENT), f"{key}.{name}"
+            )
     elif saved != now:
         yield key, saved, now
 
 
-def check_resume(path: Path, checkpoint: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+def _resume_differences(
+    saved: Mapping[str, Any], now: Mapping[str, Any]
+) -> Iterator[tuple[str, Any, Any]]:
+    """The settings of the checkpoint's run (``saved``) that this run (``now``) changes.
+
+    A part whose Hydra option differs is one difference (``loss``: ``custom_ce`` against
+    ``torch_ce``): choosing the option brings its arguments. Keys the checkpoint does not
+    record (an older mlplab's) are not compared.
+    """
+    saved_options, now_options = saved.get("options") or {}, now.get("options") or {}
+    for group in BUILT_FROM:
+        before, after = saved_options.get(group), now_options.get(group)
+        if before is not None and after is not None and before != after:
+            yield group, before, after
+            continue
+        yield from _differences(saved.get(group), now.get(group), group)
+    if "trainer" in saved:
+        yield from _differences(saved["trainer"], now.get("trainer") or {}, "trainer")
+    if saved.get("seed") is not None and saved["seed"] != now.get("seed"):
+        yield "seed", saved["seed"], now.get("seed")
+
+
+def _described(key: str, before: Any, now: Any) -> tuple[str, str]:
+    """(what differs, in words; the override that restores the checkpoint's value)."""
+    if before is _ABSENT:
+        return f"trained without {key} but this run has {key}={override_value(now)}", f"~{key}"
+    restore = f"{key}={override_value(before)}"
+    if now is _ABSENT:
+        return f"trained with {restore} but this run has no {key}", f"+{restore}"
+    return f"trained with {restore} but this run has {key}={override_value(now)}", restore
+
+
+def check_resume(
+    path: Path,
+    checkpoint: Mapping[str, Any],
+    record: Mapping[str, Any],
+    sources: Mapping[str, str] | None = None,
+) -> None:
     """Refuse to resume a checkpoint built from other settings: the result would be no one's run.
 
-    A resume continues the checkpoint's run: its data, network, loss, optimizer and scheduler,
-    as its ``hyper_parameters`` record them (:func:`built_from`); Lightning restores the
-    optimizer's own state, so a new ``optimizer.lr`` would be ignored. What a resume may change
-    is how long it runs (``trainer.max_epochs``) and how it is logged.
+    A resume continues the checkpoint's run: its data (batch size included), network, loss,
+    optimizer and scheduler, the trainer settings that change the numbers
+    (:data:`RUN_TRAINER_KEYS`) and the seed, as :func:`built_from` records them; Lightning
+    restores the optimizer's own state, so a new ``optimizer.lr`` would be ignored. What a resume
+    may change is how long it runs (``trainer.max_epochs``) and how it is logged.
+
+    Args:
+        path: The checkpoint file (for the message).
+        checkpoint: Its content; ``hyper_parameters.built_from`` is compared.
+        record: :func:`built_from` of this run.
+        sources: :func:`interpolation_sources` of this run's config: a difference in
+            ``data.seed`` (``${seed}``) is named ``seed``.
 
     Raises:
-        TaskError: naming the first setting that differs, with both values.
+        TaskError: naming the first setting that differs with both values, and every override
+            to add (``loss=custom_ce data.batch_size=128``) to resume.
     """
     saved = (checkpoint.get("hyper_parameters") or {}).get("built_from")
     if not isinstance(saved, Mapping):
@@ -267,12 +411,18 @@ def check_resume(path: Path, checkpoint: Mapping[str, Any], record: Mapping[str,
             f"checkpoint {path}: it does not record what built its run (not written by this "
             "mlplab-train); start a new run"
         )
-    for group in BUILT_FROM:
-        for key, before, now in _differences(saved.get(group), record.get(group), group):
-            raise TaskError(
-                f"checkpoint {path}: trained with {key}={before!r} but this run has {key}={now!r}; "
-                "resume with the checkpoint's settings"
-            )
+    first, overrides = None, []
+    for key, before, now in _resume_differences(saved, record):
+        key = (sources or {}).get(key, key)
+        words, override = _described(key, before, now)
+        first = first or words
+        if override not in overrides:
+            overrides.append(override)
+    if first is not None:
+        raise TaskError(
+            f"checkpoint {path}: {first}; resume with the checkpoint's settings: add "
+            + " ".join(overrides)
+        )
 
 
 def train(
@@ -295,6 +445,7 @@ def train(
     """
     from mlplab.data.datamodule import sequential_loader
     from mlplab.models.classifier import DivergedError, evaluate_batches
+    from mlplab.tasks.progress import Interruption
 
     started = time.perf_counter()
     ckpt = None if ckpt_path is None else str(ckpt_path)
@@ -302,6 +453,11 @@ def train(
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except DivergedError as err:
         raise TaskError(str(err)) from err
+    except SystemExit as err:  # Lightning's SIGTERMException, or its exit after Ctrl-C
+        stop = next((c for c in trainer.callbacks if isinstance(c, Interruption)), None)
+        if stop is None or stop.signum is None:
+            raise
+        raise _interrupted(trainer, stop.signum) from err
     metrics: dict[str, float] = {"fit_time_s": round(time.perf_counter() - started, 4)}
     metrics.update(
         {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -320,6 +476,18 @@ def train(
     return metrics
 
 
+def _interrupted(trainer: pl.Trainer, signum: int) -> common.Interrupted:
+    """The stop by ``signum`` during the fit, saying where the run stopped and resumes from.
+
+    ModelCheckpoint writes last.ckpt at the end of every epoch; the epoch in progress is not
+    saved, and a resume trains it again from its start, as the uninterrupted run did (a
+    mid-epoch checkpoint cannot resume exactly: the DataLoader does not record its position).
+    """
+    done, step = trainer.current_epoch, trainer.global_step
+    where = f"at step {step}, in epoch {done + 1} (a resume trains it again from its start)"
+    return common.Interrupted(signum, where, metrics={"global_step": step, "epochs": done})
+
+
 def _train_body(cfg: DictConfig, output_dir: Path) -> common.Outcome:
     check_task_config(cfg)
     from mlplab.tasks import runtime
@@ -331,8 +499,9 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> common.Outcome:
     ckpt_path = resume_path(cfg, output_dir)
     if ckpt_path is not None:
         checkpoint = runtime.load_checkpoint(ckpt_path)
+        # The settings first: the override to add says more than two tensor shapes.
+        check_resume(ckpt_path, checkpoint, model.hparams.built_from, interpolation_sources(cfg))
         runtime.check_state_dict(ckpt_path, checkpoint["state_dict"], model)
-        check_resume(ckpt_path, checkpoint, model.hparams.built_from)
         log.info(
             "resuming from %s (after epoch %d, step %d)",
             ckpt_path,
@@ -355,13 +524,19 @@ def _fit_and_record(
 ) -> dict[str, float]:
     """Fit and test; on rank 0, print the tutorial's lines and write figures and HPARAMS."""
     from mlplab.tasks import runtime
+    from mlplab.tasks.progress import Interruption
 
     logger = runtime.build_logger(cfg.get("logger"))
-    callbacks = runtime.build_callbacks(cfg.get("callbacks"))
+    # Interruption is the task's own: a signal always ends in a record, whatever the callbacks.
+    callbacks = [*runtime.build_callbacks(cfg.get("callbacks")), Interruption()]
     trainer = runtime.build_trainer(cfg.trainer, logger, callbacks)
     runtime.pass_job_to_ranks()
     common.settle_gc()
-    metrics = train(datamodule, model, trainer, ckpt_path=ckpt_path, run_test=cfg.test)
+    try:
+        metrics = train(datamodule, model, trainer, ckpt_path=ckpt_path, run_test=cfg.test)
+    except common.Interrupted as stop:
+        stop.resume = resume_command(cfg, output_dir, _task_overrides())
+        raise
     if not trainer.is_global_zero:
         return metrics
     if trainer.global_step == 0:
