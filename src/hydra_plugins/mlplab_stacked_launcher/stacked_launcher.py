@@ -1,0 +1,241 @@
+"""``hydra/launcher=stacked``: train a sweep's jobs of one network shape as one stacked run.
+
+Hydra finds this module through the ``hydra_plugins`` namespace package. It imports only Hydra
+at module level (every Hydra run scans its plugins); mlplab, torch and Lightning are imported
+when a sweep is launched.
+
+The launcher composes every job's config as the basic launcher does, groups the ``mlplab-train``
+jobs that differ only in seed and optimizer settings (:func:`mlplab.tasks.stacked.stack_key`),
+trains each group of two or more as one stack in this process, and writes every job's folder
+through Hydra's own ``run_job`` (``.hydra/``, the job's log, Hydra's callbacks, ``metrics.json``).
+Jobs it cannot stack run one after another, exactly as the basic launcher runs them.
+"""
+
+# No `from __future__ import annotations`: Hydra executes plugin modules without entering them
+# in sys.modules, where dataclasses look string annotations up.
+import copy
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StackedLauncherConf:
+    """``hydra/launcher=stacked`` options (``hydra.launcher.<name>=...``)."""
+
+    _target_: str = "hydra_plugins.mlplab_stacked_launcher.stacked_launcher.StackedLauncher"
+    # Members per stack at most; a larger group is cut into stacks of this size (null: no limit).
+    max_members: Optional[int] = None  # noqa: UP045 (OmegaConf reads Optional, not X | None)
+    # torch threads while a stack trains (null: every core this process may use). The jobs'
+    # own steps (test, records) run with the threads Hydra's torch_threads callback gives them.
+    num_threads: Optional[int] = None  # noqa: UP045
+    # Members per forward chunk (null: automatic: about 256 KiB of activations per chunk on a
+    # CPU, whose cache then holds them between kernels; all members at once on a GPU).
+    chunk_size: Optional[int] = None  # noqa: UP045
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="mlplab"
+)
+
+
+@dataclass
+class _Job:
+    num: int
+    overrides: Sequence[str]
+    config: DictConfig
+    member: Any = None  # mlplab.tasks.stacked.Member, once resolved
+    key: Optional[str] = None  # noqa: UP045
+    reason: Optional[str] = None  # noqa: UP045
+
+
+class StackedLauncher(Launcher):
+    """Hydra launcher that trains groups of compatible ``mlplab-train`` jobs as one stack."""
+
+    def __init__(
+        self,
+        max_members: int | None = None,
+        num_threads: int | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("max_members", max_members),
+            ("num_threads", num_threads),
+            ("chunk_size", chunk_size),
+        ):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(
+                    f"hydra.launcher.{name}={value!r} is invalid: it must be null or an "
+                    "integer >= 1"
+                )
+        self.max_members = max_members
+        self.num_threads = num_threads
+        self.chunk_size = chunk_size
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    # --- planning ------------------------------------------------------------------------------
+
+    def _resolve(self, job: _Job) -> None:
+        """The job's output folder and resolved task config, as run_job will see them."""
+        from mlplab.tasks import stacked
+
+        config = copy.deepcopy(job.config)
+        HydraConfig.instance().set_config(config)
+        sweep_dir = str(OmegaConf.select(config, "hydra.sweep.dir"))
+        subdir = str(OmegaConf.select(config, "hydra.sweep.subdir"))
+        output_dir = os.path.abspath(os.path.join(sweep_dir, subdir))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = output_dir
+        HydraConfig.instance().set_config(config)
+        task = copy.deepcopy(config)
+        with read_write(task), open_dict(task):
+            del task["hydra"]
+        resolved = OmegaConf.create(OmegaConf.to_container(task, resolve=True))
+        assert isinstance(resolved, DictConfig)
+        job.member = stacked.Member(job.num, resolved, Path(output_dir))
+        job.reason = stacked.why_not_stackable(resolved)
+        if job.reason is None:
+            job.key = stacked.stack_key(resolved, Path(output_dir))
+
+    def _plan(self, jobs: list[_Job], sweep_dir: Path) -> list[list[_Job]]:
+        """Units of work in job order: a list of one job runs alone, a longer one is a stack."""
+        for job in jobs:
+            try:
+                self._resolve(job)
+            except Exception as err:  # left to the job itself, which reports it in its record
+                job.reason = f"its config does not resolve ({type(err).__name__})"
+            finally:
+                HydraConfig.instance().set_config(self.config)
+        groups: dict[str, list[_Job]] = {}
+        for job in jobs:
+            if job.key is not None:
+                groups.setdefault(job.key, []).append(job)
+        size = self.max_members or len(jobs)
+        stacks: list[list[_Job]] = []
+        for group in groups.values():
+            for start in range(0, len(group), size):
+                stacks.extend(self._resume_split(group[start : start + size], sweep_dir))
+        first_of = {id(stack[0]): stack for stack in stacks}
+        in_stack = {id(job) for stack in stacks for job in stack}
+        units = []
+        for job in jobs:
+            if id(job) in first_of:
+                units.append(first_of[id(job)])
+            elif id(job) not in in_stack:
+                units.append([job])
+                if job.reason is not None:
+                    log.info("\t#%d runs alone: %s", job.num, job.reason)
+        return units
+
+    @staticmethod
+    def _resume_split(chunk: list[_Job], sweep_dir: Path) -> list[list[_Job]]:
+        """With ``ckpt_path=last``: a stack's own checkpoint resumes it; without one, jobs that
+        have their own ``last.ckpt`` resume alone and the others start a new stack."""
+        from mlplab.tasks import stacked
+
+        members = [job.member for job in chunk]
+        if stacked.group_checkpoint(stacked.group_dir(sweep_dir, members)).is_file():
+            return [chunk]
+        alone = [job for job in chunk if stacked.own_checkpoint(job.member) is not None]
+        for job in alone:
+            job.key, job.reason = None, "it resumes from its own last.ckpt"
+        rest = [job for job in chunk if job.key is not None]
+        units = [[job] for job in alone]
+        if len(rest) > 1:
+            units.append(rest)
+        elif rest:
+            rest[0].key, rest[0].reason = None, "no other job stacks with it"
+            units.append(rest)
+        return units
+
+    # --- running -------------------------------------------------------------------------------
+
+    def _run_job(self, job: _Job, task_function: TaskFunction) -> JobReturn:
+        assert self.hydra_context is not None and self.config is not None
+        ret = run_job(
+            hydra_context=self.hydra_context,
+            task_function=task_function,
+            config=job.config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return ret
+
+    def _run_stack(self, stack: list[_Job], sweep_dir: Path) -> list[JobReturn]:
+        import torch
+
+        from mlplab.tasks import stacked
+
+        members = [job.member for job in stack]
+        directory = stacked.group_dir(sweep_dir, members)
+        log.info(
+            "Stacking %d jobs (%s) in %s",
+            len(stack),
+            " ".join(f"#{job.num}" for job in stack),
+            directory,
+        )
+        threads = self.num_threads or len(os.sched_getaffinity(0))
+        torch.set_num_threads(threads)
+        results = stacked.train_group(members, directory, chunk_size=self.chunk_size)
+        returns = []
+        for job, result in zip(stack, results, strict=True):
+            log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
+            finish = functools.partial(stacked.finish_member, result=result)
+            returns.append(self._run_job(job, finish))
+        return returns
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.hydra_context is not None
+        assert self.config is not None
+        assert self.task_function is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info(f"Launching {len(job_overrides)} jobs, stacked where they can be")
+        jobs = []
+        for i, overrides in enumerate(job_overrides):
+            num = initial_job_idx + i
+            config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            with open_dict(config):
+                config.hydra.job.id = num
+                config.hydra.job.num = num
+            jobs.append(_Job(num, overrides, config))
+        returns: dict[int, JobReturn] = {}
+        for unit in self._plan(jobs, sweep_dir.absolute()):
+            if len(unit) == 1:
+                job = unit[0]
+                log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
+                returns[job.num] = self._run_job(job, self.task_function)
+                continue
+            for job, ret in zip(unit, self._run_stack(unit, sweep_dir.absolute()), strict=True):
+                returns[job.num] = ret
+        return [returns[job.num] for job in jobs]

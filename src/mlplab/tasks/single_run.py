@@ -1,0 +1,283 @@
+"""The single-run training core as stacked sweeps use it: the one door into it.
+
+Every call the stacked launcher makes into ``tasks/train.py``, ``tasks/runtime.py``,
+``tasks/common.py`` and into the single run's LightningModule and datamodule goes through this
+module, so a change of the single-run core is re-wired here and nowhere else. Each function
+says what it stands for; the stacked code never reads a single-run object's attributes itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from mlplab.tasks import common, train
+from mlplab.tasks.common import ConfigError, TaskError
+
+__all__ = ["ConfigError", "SingleRun", "TaskError"]
+
+# Model factories whose networks are mlplab MLPs (what a stack is made of).
+MLP_TARGETS = ("mlplab.models.mlp.build_mlp", "mlplab.models.mlp.MLP")
+
+
+@dataclass
+class SingleRun:
+    """What a single run of a job builds before fitting: its datamodule and LightningModule."""
+
+    datamodule: Any
+    model: Any
+
+    @property
+    def net(self) -> nn.Module:
+        """The network (an MLP)."""
+        return self.model.net
+
+    @property
+    def loss(self) -> nn.Module:
+        """The training criterion."""
+        return self.model.loss_fn
+
+    @property
+    def optimizer(self) -> Callable[..., Any]:
+        """The optimizer factory (``functools.partial`` of a torch.optim class)."""
+        return self.model.optimizer_factory
+
+    def splits(self) -> dict[str, Tensor]:
+        """The job's data split: ``X_train, y_train, X_val, y_val, X_test, y_test``."""
+        dm = self.datamodule
+        dm.setup("fit")
+        return {
+            "X_train": dm.X_train,
+            "y_train": dm.y_train,
+            "X_val": dm.X_val,
+            "y_val": dm.y_val,
+            "X_test": dm.X_test,
+            "y_test": dm.y_test,
+        }
+
+    @property
+    def order_seed(self) -> int:
+        """The seed of the training order, ``epoch_seed(order_seed, epoch)``."""
+        return int(self.datamodule.hparams.seed)
+
+    @property
+    def batch_size(self) -> int:
+        """Training minibatch size."""
+        return int(self.datamodule.hparams.batch_size)
+
+    @property
+    def eval_batch_size(self) -> int | None:
+        """Validation and test minibatch size (None: one batch)."""
+        return self.datamodule.hparams.get("eval_batch_size")
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the data."""
+        return int(self.datamodule.hparams.num_classes)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the job's config as ``mlplab-train`` does (``ConfigError`` naming the key)."""
+    train.validate_train_config(cfg)
+
+
+def model_target(cfg: DictConfig) -> str:
+    """The class path of the model factory."""
+    return str(cfg.model._target_)
+
+
+def data_key(cfg: DictConfig) -> str:
+    """A key naming the job's data: jobs with equal keys have identical data and split."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return json.dumps(data, sort_keys=True, default=repr)
+
+
+def build(cfg: DictConfig) -> SingleRun:
+    """Seed everything from ``cfg.seed`` and build the datamodule and the model, as a single run."""
+    datamodule, model = train.build_run(cfg)
+    return SingleRun(datamodule, model)
+
+
+def own_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The job's own checkpoint to resume from (``ckpt_path``), or None."""
+    return train.resume_path(cfg, output_dir)
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path | None:
+    """Where the job's ``last.ckpt`` goes; None when its callbacks write no checkpoint."""
+    callbacks = cfg.get("callbacks") or {}
+    node = callbacks.get("last_checkpoint")
+    if not node or "_target_" not in node:
+        return None
+    return Path(str(node.dirpath))
+
+
+def quiet_expected_warnings() -> None:
+    """The single run's filter of Lightning warnings it triggers on purpose."""
+    from mlplab.tasks import runtime
+
+    runtime.quiet_expected_warnings()
+
+
+def settle_gc() -> None:
+    """Start-up is over: the garbage collector back on (see ``common.settle_gc``)."""
+    common.settle_gc()
+
+
+def build_logger(cfg: DictConfig) -> Any:
+    """The job's logger (None for ``logger=none``)."""
+    from mlplab.tasks import runtime
+
+    return runtime.build_logger(cfg.get("logger"))
+
+
+def build_callbacks(cfg: DictConfig) -> list[Any]:
+    """The job's Lightning callbacks."""
+    from mlplab.tasks import runtime
+
+    return runtime.build_callbacks(cfg.get("callbacks"))
+
+
+def build_trainer(trainer_cfg: DictConfig, logger: Any, callbacks: list[Any]) -> Any:
+    """A Trainer as the single run builds it (atomic checkpoint IO included)."""
+    from mlplab.tasks import runtime
+
+    return runtime.build_trainer(trainer_cfg, logger, callbacks)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint loaded safely (``weights_only``, CRC checked), or a one-line ``TaskError``."""
+    from mlplab.tasks import runtime
+
+    return runtime.load_checkpoint(path)
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint as the single run's Trainer writes it (temporary file, then rename)."""
+    from mlplab.tasks import runtime
+
+    runtime.AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically."""
+    common.write_json_atomic(path, data)
+
+
+def run_task(cfg: DictConfig, body: Callable[[DictConfig, Path], dict[str, Any]]) -> float | None:
+    """Run a job body inside Hydra's ``run_job``: ``metrics.json``, status, one-line errors."""
+    return common.run_task(cfg, body)
+
+
+def one_line(err: BaseException) -> str:
+    """An error as the single run reports it."""
+    return common.one_line(err)
+
+
+def load_net(run: SingleRun, state: Mapping[str, Tensor]) -> None:
+    """Give the single run's network these weights (an MLP state_dict)."""
+    run.net.load_state_dict(state)
+
+
+def test_metrics(trainer: Any, run: SingleRun) -> dict[str, float]:
+    """``test/*`` of the run's model on its test split, measured as the single run measures them."""
+    trainer.test(run.model, datamodule=run.datamodule, verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+
+
+def train_metrics(run: SingleRun) -> tuple[float, float]:
+    """``train/loss``, ``train/acc``: the tutorial's eval-mode pass over the training split."""
+    from mlplab.models.classifier import evaluate
+
+    dm = run.datamodule
+    return evaluate(run.net, dm.X_train, dm.y_train, run.loss)
+
+
+def single_run_checkpoint(
+    run: SingleRun,
+    training_losses: list[float],
+    optimizer_state: dict[str, Any],
+    shared: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint the single run would have written at the same point of training.
+
+    Lightning's own layout (``Trainer.save_checkpoint``): ``epoch``, ``global_step``,
+    ``pytorch-lightning_version`` and ``loops`` from the stacked run's checkpoint (``shared``; a
+    stacked run steps once per minibatch like the single run, so its loop counters are the
+    single run's), the model's ``state_dict`` and ``on_save_checkpoint`` record, one optimizer
+    state, the datamodule's hyper-parameters. Callback states are left out (a resume starts
+    the callbacks afresh). ``run``'s network must hold the member's weights already.
+    """
+    model, dm = run.model, run.datamodule
+    model.training_losses = list(training_losses)
+    checkpoint: dict[str, Any] = {
+        "epoch": shared["epoch"],
+        "global_step": shared["global_step"],
+        "pytorch-lightning_version": shared["pytorch-lightning_version"],
+        "state_dict": model.state_dict(),
+        "loops": shared.get("loops", {}),
+        "callbacks": {},
+        "optimizer_states": [optimizer_state],
+        "lr_schedulers": [],
+    }
+    for obj in (model, dm):
+        if obj.hparams:
+            checkpoint[obj.CHECKPOINT_HYPER_PARAMS_KEY] = dict(obj.hparams)
+    state = dm.state_dict()
+    if state:
+        checkpoint[type(dm).__qualname__] = state
+    model.on_save_checkpoint(checkpoint)
+    return checkpoint
+
+
+def log_hparams(logger: Any, cfg: DictConfig, run: SingleRun, final: dict[str, float]) -> None:
+    """The job's HPARAMS entry (``train.hparams_of``) with its final metrics."""
+    from mlplab.tasks import runtime
+
+    runtime.log_hparams(logger, train.hparams_of(cfg, run.net), final)
+
+
+def save_figures(
+    cfg: DictConfig,
+    run: SingleRun,
+    training_losses: list[float],
+    metrics: dict[str, float],
+    output_dir: Path,
+    logger: Any,
+    step: int,
+) -> None:
+    """decision_map.png and training_loss.png, as ``train._save_figures`` draws them."""
+    from mlplab.tasks.runtime import log_figures, save_decision_map, tensorboard_of
+    from mlplab.viz import plot_training_loss
+
+    dm = run.datamodule
+    title = f"test accuracy {metrics['test/acc']:.2f} %" if "test/acc" in metrics else None
+    figures = {
+        "decision_map": save_decision_map(
+            run.net, dm.X_test, dm.y_test, cfg.grid_size, title=title
+        ),
+        "training_loss": plot_training_loss(training_losses, title="Training loss"),
+    }
+    log_figures(figures, output_dir, tensorboard_of(logger), step)
+
+
+def print_accuracies(run: SingleRun, metrics: dict[str, float]) -> None:
+    """The tutorial's two lines, as ``mlplab-train`` prints them."""
+    dm = run.datamodule
+    print(f"Accuracy on the {len(dm.X_train)} training samples: {metrics['train/acc']:0.2f}")
+    if "test/acc" in metrics:
+        print(f"Accuracy on the {len(dm.X_test)} testing samples: {metrics['test/acc']:0.2f}")
+
+
+def no_step_error() -> TaskError:
+    """The single run's error when a fit made no optimizer step."""
+    return TaskError(
+        "training ran no optimizer step; check trainer.max_epochs (a resumed checkpoint may "
+        "have reached it already) and trainer.limit_train_batches"
+    )
