@@ -39,8 +39,10 @@ class StackedLauncherConf:
     _target_: str = "hydra_plugins.mlplab_stacked_launcher.stacked_launcher.StackedLauncher"
     # Members per stack at most; a larger group is cut into stacks of this size (null: no limit).
     max_members: Optional[int] = None  # noqa: UP045 (OmegaConf reads Optional, not X | None)
-    # torch threads while a stack trains (null: every core this process may use). The jobs'
-    # own steps (test, records) run with the threads Hydra's torch_threads callback gives them.
+    # torch threads while a stack trains (null: OMP_NUM_THREADS where it runs, else 1, as every
+    # job of a multirun; on cores other processes share, a second thread waits for the slower
+    # one in every kernel). Each job's own steps (test, records) run with the threads Hydra's
+    # torch_threads callback gives them.
     num_threads: Optional[int] = None  # noqa: UP045
     # Members per forward chunk (null: automatic: about 256 KiB of activations per chunk on a
     # CPU, whose cache then holds them between kernels; all members at once on a GPU).
@@ -198,7 +200,7 @@ class StackedLauncher(Launcher):
             " ".join(f"#{job.num}" for job in stack),
             directory,
         )
-        threads = self.num_threads or len(os.sched_getaffinity(0))
+        threads = self.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
         torch.set_num_threads(threads)
         results = stacked.train_group(members, directory, chunk_size=self.chunk_size)
         returns = []

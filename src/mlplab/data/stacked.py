@@ -8,6 +8,7 @@ that step: ``(x [M, batch, features], y [M, batch])``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 
 import pytorch_lightning as pl
@@ -64,7 +65,13 @@ class StackedTensors(Dataset):
     def __init__(self, X: Tensor, y: Tensor, dataset_of_member: Tensor) -> None:
         self.X, self.y = X, y
         self.dataset_of_member = dataset_of_member
-        self.rows = dataset_of_member[:, None]
+        # Row offsets into the flattened datasets, and the features stored feature-major: a
+        # step's gather is then one 1-D index_select per feature, about 10x faster on a CPU than
+        # gathering [batch, features] rows (advanced indexing or index_select along rows).
+        self.offsets = dataset_of_member[:, None] * X.shape[1]
+        features = math.prod(X.shape[2:])
+        self.X_columns = X.reshape(X.shape[0] * X.shape[1], features).t().contiguous()
+        self.y_flat = y.reshape(-1)
 
     def __len__(self) -> int:
         return self.X.shape[1]
@@ -72,7 +79,11 @@ class StackedTensors(Dataset):
     def __getitem__(self, index: Tensor | slice) -> tuple[Tensor, Tensor]:
         if isinstance(index, slice):
             return self.X[self.dataset_of_member, index], self.y[self.dataset_of_member, index]
-        return self.X[self.rows, index], self.y[self.rows, index]
+        rows = (index + self.offsets).reshape(-1)
+        members, batch = index.shape
+        x = self.X_columns.index_select(1, rows).t().contiguous()
+        x = x.reshape(members, batch, *self.X.shape[2:])
+        return x, self.y_flat.index_select(0, rows).reshape(members, batch)
 
 
 class StackedDataModule(pl.LightningDataModule):

@@ -56,6 +56,38 @@ def stackable_activation(module: nn.Module) -> bool:
     return not has_state and not isinstance(module, NOT_STACKABLE_ACTIVATIONS)
 
 
+class BatchedLinear(torch.autograd.Function):
+    """``y[m] = x[m] @ weight[m].T + bias[m]`` for every member ``m``, with fast batched matmuls.
+
+    ``x [M, batch, in]``, ``weight [M, out, in]`` (nn.Linear's layout), ``bias [M, out]``.
+    On a CPU a batched matmul whose result has a short last axis (``[batch, 4]`` logits, a
+    ``[128, 2]`` weight gradient) runs several times slower than the one producing its
+    transpose, so each product is computed in the orientation with the long last axis and
+    small results are transposed afterwards. Autograd's own backward of ``baddbmm`` would pick
+    the slow orientation for the output layer's weight gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        out_features, in_features = weight.shape[1], weight.shape[2]
+        if out_features < in_features:  # y^T = W @ x^T, then transpose the small result
+            y_t = torch.baddbmm(bias.unsqueeze(2), weight, x.transpose(1, 2))
+            return y_t.transpose(1, 2).contiguous()
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        x, weight = ctx.saved_tensors
+        out_features, in_features = weight.shape[1], weight.shape[2]
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        if out_features >= in_features:  # dW^T = x^T @ g has the long last axis
+            grad_weight = torch.bmm(x.transpose(1, 2), grad).transpose(1, 2).contiguous()
+        else:
+            grad_weight = torch.bmm(grad.transpose(1, 2), x)
+        return grad_x, grad_weight, grad.sum(dim=1)
+
+
 class StackedMLP(nn.Module):
     """``M`` :class:`~mlplab.models.mlp.MLP` members of one shape, evaluated as one network.
 
@@ -116,8 +148,7 @@ class StackedMLP(nn.Module):
                     "or draws random numbers"
                 )
         self.linear_names = [name for kind, name in self.layers if kind == "linear"]
-        # Weights as [members, in, out] (x @ W^T of nn.Linear, pre-transposed: the batched
-        # matmul and its weight gradient then need no transposed copies).
+        # Weights as [members, out, in] (nn.Linear's layout), see BatchedLinear.
         self.blocks = nn.ModuleList()
         start = 0
         for size in blocks:
@@ -127,16 +158,16 @@ class StackedMLP(nn.Module):
             chunk = members[start : start + size]
             for name in self.linear_names:
                 linears = [getattr(m.mlp, name) for m in chunk]
-                weight = torch.stack([lin.weight.detach().t() for lin in linears])
+                weight = torch.stack([lin.weight.detach() for lin in linears])
                 bias = torch.stack([lin.bias.detach() for lin in linears])
-                block.weights.append(nn.Parameter(weight.contiguous()))
-                block.biases.append(nn.Parameter(bias.clone()))
+                block.weights.append(nn.Parameter(weight))
+                block.biases.append(nn.Parameter(bias))
             self.blocks.append(block)
             start += size
         self.block_of = [(k, j) for k, size in enumerate(blocks) for j in range(size)]
 
     def stacked_parameters(self) -> list[tuple[Tensor, Tensor]]:
-        """``(weight [M, in, out], bias [M, out])`` per linear layer, all members in order."""
+        """``(weight [M, out, in], bias [M, out])`` per linear layer, all members in order."""
         if len(self.blocks) == 1:
             block = self.blocks[0]
             return list(zip(block.weights, block.biases, strict=True))
@@ -153,7 +184,7 @@ class StackedMLP(nn.Module):
         for kind, name in self.layers:
             if kind == "linear":
                 weight, bias = params[layer]
-                x = torch.baddbmm(bias.unsqueeze(1), x, weight)
+                x = BatchedLinear.apply(x, weight, bias)
                 layer += 1
             else:
                 x = self.activations[name](x)
@@ -174,7 +205,7 @@ class StackedMLP(nn.Module):
         return torch.cat([self._forward(xc, list(pc)) for xc, *pc in pieces])
 
     def member_tensors(self, m: int) -> list[tuple[Tensor, Tensor]]:
-        """Member ``m``'s ``(weight [in, out], bias)`` per layer: views of the stacked leaves."""
+        """Member ``m``'s ``(weight [out, in], bias)`` per layer: views of the stacked leaves."""
         k, j = self.block_of[m]
         block = self.blocks[k]
         return [(w[j], b[j]) for w, b in zip(block.weights, block.biases, strict=True)]
@@ -184,7 +215,7 @@ class StackedMLP(nn.Module):
         """Member ``m`` as an MLP state_dict (``mlp.Linear_0.weight``, ...), copied."""
         state = {}
         for name, (weight, bias) in zip(self.linear_names, self.member_tensors(m), strict=True):
-            state[f"mlp.{name}.weight"] = weight.t().contiguous()
+            state[f"mlp.{name}.weight"] = weight.clone()
             state[f"mlp.{name}.bias"] = bias.clone()
         return state
 
@@ -497,7 +528,6 @@ class StackedClassifier(pl.LightningModule):
         group = stacked.param_groups[k]
         optimizer.param_groups[0].update({key: v for key, v in group.items() if key != "params"})
         block = self.net.blocks[k]
-        stacked_params = [*block.weights, *block.biases]
         # net.parameters() order: Linear_0.weight, Linear_0.bias, Linear_1.weight, ...
         pairs = [p for pair in zip(block.weights, block.biases, strict=True) for p in pair]
         for param, source in zip(net.parameters(), pairs, strict=True):
@@ -508,10 +538,8 @@ class StackedClassifier(pl.LightningModule):
             for key, value in state.items():
                 if isinstance(value, Tensor) and value.shape == source.shape:
                     value = value[j]
-                    value = value.t() if value.ndim == 2 else value  # [in, out] -> nn.Linear's
                 member_state[key] = value.clone() if isinstance(value, Tensor) else value
             optimizer.state[param] = member_state
-        del stacked_params
         return optimizer.state_dict()
 
     # --- checkpoints ------------------------------------------------------------------------

@@ -236,6 +236,32 @@ def single_run_checkpoint(
     return checkpoint
 
 
+def log_scalars(logger: Any, rows: list[tuple[int, dict[str, float]]]) -> None:
+    """Log ``(step, {name: value})`` rows as the single run's logger would log them.
+
+    For TensorBoard, one event per row holding all its values (what ``add_scalar`` writes one
+    value at a time, ten times faster for a run's ~600 rows); other loggers get
+    ``log_metrics``.
+    """
+    if logger is None:
+        return
+    from mlplab.tasks import runtime
+
+    writer = runtime.tensorboard_of(logger)
+    if writer is None:
+        for step, values in rows:
+            logger.log_metrics(values, step=step)
+        return
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    file_writer = writer._get_file_writer()  # as runtime.log_hparams and log_figures write
+    for step, values in rows:
+        summary = Summary(
+            value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()]
+        )
+        file_writer.add_summary(summary, step)
+
+
 def log_hparams(logger: Any, cfg: DictConfig, run: SingleRun, final: dict[str, float]) -> None:
     """The job's HPARAMS entry (``train.hparams_of``) with its final metrics."""
     from mlplab.tasks import runtime

@@ -347,7 +347,8 @@ def _member_body(cfg: DictConfig, output_dir: Path, result: MemberResult) -> dic
     if result.error is not None:
         if result.failed_step is not None and run is not None:
             logger = single_run.build_logger(cfg)
-            write_scalars(logger, result.history, _every(cfg), until=result.failed_step)
+            rows = scalar_rows(result.history, _every(cfg), until=result.failed_step)
+            single_run.log_scalars(logger, rows)
             _close(logger, "failed")
         raise result.error
     assert run is not None
@@ -362,10 +363,11 @@ def _member_body(cfg: DictConfig, output_dir: Path, result: MemberResult) -> dic
     metrics["global_step"] = result.global_step
     metrics["epochs"] = result.epochs
     single_run.print_accuracies(run, metrics)
-    write_scalars(logger, result.history, _every(cfg))
+    rows = scalar_rows(result.history, _every(cfg))
     test = {k: v for k, v in metrics.items() if k.startswith("test/")}
-    if logger is not None and test:
-        logger.log_metrics(test, step=result.global_step)
+    if test:
+        rows.append((result.global_step, test))
+    single_run.log_scalars(logger, rows)
     losses = result.history["step/loss"].tolist()
     ckpt_dir = single_run.checkpoint_dir(cfg)
     if ckpt_dir is not None and result.shared:
@@ -391,39 +393,38 @@ def _close(logger: Any, status: str) -> None:
         logger.finalize(status)
 
 
-def write_scalars(
-    logger: Any, history: dict[str, Any], every: int, until: int | None = None
-) -> None:
-    """A member's training scalars, as its single run logs them against optimizer steps.
+def scalar_rows(
+    history: dict[str, Any], every: int, until: int | None = None
+) -> list[tuple[int, dict[str, float]]]:
+    """A member's training scalars as ``(step, values)`` rows, as its single run logs them.
 
-    ``train/loss_step`` and ``train/acc_step`` after every ``every``-th step (at its 0-based
-    index), ``train/loss`` and ``train/acc`` at the last step of each epoch, ``val/loss`` and
-    ``val/acc`` at each validation; with ``until``, nothing after that step.
+    Against optimizer steps: ``train/loss_step`` and ``train/acc_step`` after every
+    ``every``-th step (at its 0-based index), ``train/loss``, ``train/acc`` and ``epoch`` at the
+    last step of each epoch, ``val/loss`` and ``val/acc`` at each validation; with ``until``,
+    nothing after that step.
     """
-    if logger is None:
-        return
-    last = float("inf") if until is None else until
+    last = len(history["step/loss"]) - 1 if until is None else until
+    rows: dict[int, dict[str, float]] = {}
     losses, accs = history["step/loss"].tolist(), history["step/acc"].tolist()
-    for step in range(every - 1, min(len(losses), int(min(last + 1, len(losses)))), every):
-        logger.log_metrics(
-            {"train/loss_step": losses[step], "train/acc_step": accs[step]}, step=step
-        )
-    epoch_rows = zip(
+    for step in range(every - 1, min(len(losses), last + 1), every):
+        rows[step] = {"train/loss_step": losses[step], "train/acc_step": accs[step]}
+    epochs = zip(
         history["epoch/last_step"].tolist(),
         history["epoch/train_loss"].tolist(),
         history["epoch/train_acc"].tolist(),
         strict=True,
     )
-    for epoch, (step, loss, acc) in enumerate(epoch_rows):
+    for epoch, (step, loss, acc) in enumerate(epochs):
         if step <= last:
-            scalars = {"train/loss": loss, "train/acc": acc, "epoch": float(epoch)}
-            logger.log_metrics(scalars, step=int(step))
-    val_rows = zip(
+            values = {"train/loss": loss, "train/acc": acc, "epoch": float(epoch)}
+            rows.setdefault(int(step), {}).update(values)
+    validations = zip(
         history["val/last_step"].tolist(),
         history["val/loss"].tolist(),
         history["val/acc"].tolist(),
         strict=True,
     )
-    for step, loss, acc in val_rows:
+    for step, loss, acc in validations:
         if step <= last:
-            logger.log_metrics({"val/loss": loss, "val/acc": acc}, step=int(step))
+            rows.setdefault(int(step), {}).update({"val/loss": loss, "val/acc": acc})
+    return sorted(rows.items())
