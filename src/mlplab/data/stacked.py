@@ -52,7 +52,9 @@ class StackedEpochOrder(Sampler[Tensor]):
         return torch.stack([perms[s] for s in self.seeds])
 
     def __iter__(self) -> Iterator[Tensor]:
-        return iter(self.order().split(self.batch_size, dim=1))
+        # A generator: the order is drawn at the first step, after Lightning's set_epoch (on a
+        # resume Lightning creates the iterator before it sets the epoch).
+        yield from self.order().split(self.batch_size, dim=1)
 
 
 class StackedTensors(Dataset):

@@ -94,13 +94,22 @@ def _target_class(node: Any) -> type | None:
 
 
 def why_not_stackable(cfg: DictConfig) -> str | None:
-    """Why the job must run alone, or None when it can be a member of a stack."""
+    """Why the job must run alone, or None when it can be a member of a stack.
+
+    A job runs alone when it is not ``mlplab-train``, when its config is invalid (it then fails
+    alone with the single run's message), or when :func:`stack_limits` says so.
+    """
     if cfg.get("task_name") != "train":
         return f"task {cfg.get('task_name')!r} is not mlplab-train"
     try:
         single_run.validate(cfg)
     except ConfigError as err:
         return f"its config is invalid ({err})"
+    return stack_limits(cfg)
+
+
+def stack_limits(cfg: DictConfig) -> str | None:
+    """What of a valid ``mlplab-train`` config a stack cannot do as its single run would."""
     if cfg.ckpt_path not in (None, "last"):
         return f"ckpt_path={cfg.ckpt_path} resumes one run"
     from pytorch_lightning.callbacks import Checkpoint, ModelSummary, ProgressBar
