@@ -2,26 +2,29 @@
 
 Run:
     .venv/bin/python scripts/bench_sweep.py                      # seeds: 16 and 64, 3 launchers
-    .venv/bin/python scripts/bench_sweep.py --seeds 16 --launchers basic stacked
+    .venv/bin/python scripts/bench_sweep.py --seeds 16 --launchers basic stacked stacked:2
     .venv/bin/python scripts/bench_sweep.py --arch               # the 27-job architecture grid
     .venv/bin/python scripts/bench_sweep.py --memory 16 256      # peak memory of stacked runs
     .venv/bin/python scripts/bench_sweep.py --quick              # 4 seeds, 5 epochs: a check
 
 Seeds (default): ``mlplab-train -m experiment=tutorial figures=false seed=range(1, N+1)`` for
 each N of ``--seeds`` (16 and 64), run with every launcher of ``--launchers`` (basic, joblib,
-stacked) side by side, each sweep a real process in a temporary folder; the table gives total
-wall time and the speed-up over the basic launcher. Targets: stacked at least 5x faster than
+stacked) side by side, each sweep a real process in a temporary folder (``stacked:2``: the
+stacked launcher with 2 torch threads); the table gives total wall time and the speed-up over
+the basic launcher. Targets: stacked at least 5x faster than
 basic for 16 seeds and at least 10x for 64 seeds.
 
 Arch (``--arch``): ``mlplab-train -m experiment=tutorial sweep=arch`` (widths 8, 32, 128 x depths
 1, 2, 3 x ReLU(), Tanh(), LeakyReLU(0.1)), with figures, as before. Targets: joblib at least 1.6x
 faster than basic on 2 cores; basic per-job overhead under 1 s.
 
-Reported per sweep: total wall time of the process, speed-up over the basic launcher, peak
-resident memory of the process (the launcher's own; joblib's workers are separate processes),
-mean fit time (``fit_time_s`` in each job's metrics.json: for a stacked job, its whole stack's
-fit), and for the basic launcher, which runs jobs one after another, the mean per-job wall time
-and the overhead beyond the fit (the first job left out: it pays the sweep's set-up).
+Reported per sweep: total wall time of the process, speed-up over the basic launcher, CPU time
+(user + system of the process and of the workers it waited for: far less sensitive to other
+processes than wall time), peak resident memory of the process (the launcher's own; joblib's
+workers are separate processes), mean fit time (``fit_time_s`` in each job's metrics.json: for a
+stacked job, its whole stack's fit), and for the basic launcher, which runs jobs one after
+another, the mean per-job wall time and the overhead beyond the fit (the first job left out: it
+pays the sweep's set-up).
 
 Every launcher runs torch on 1 thread per job (joblib through OMP_NUM_THREADS, the basic
 launcher through the TorchThreads Hydra callback, a stack through hydra.launcher.num_threads'
@@ -62,13 +65,19 @@ def seed_sweep(n: int) -> list[str]:
     return [*SEEDS, f"seed=range(1,{n + 1})"]
 
 
+def launcher_overrides(launcher: str) -> list[str]:
+    """``stacked:2`` is the stacked launcher with 2 torch threads; other names as they are."""
+    name, _, threads = launcher.partition(":")
+    return [f"hydra/launcher={name}", *([f"hydra.launcher.num_threads={threads}"] * bool(threads))]
+
+
 def run_sweep(launcher: str, overrides: list[str], log_dir: Path) -> dict[str, float]:
     """Run one multirun as a real process; return its timings (seconds) and peak memory."""
     cmd = [
         str(BIN / "mlplab-train"),
         "-m",
         *overrides,
-        f"hydra/launcher={launcher}",
+        *launcher_overrides(launcher),
         f"paths.log_dir={log_dir}",
     ]
     load_before = os.getloadavg()[0]
@@ -101,6 +110,9 @@ def run_sweep(launcher: str, overrides: list[str], log_dir: Path) -> dict[str, f
         "overhead": statistics.fmean(overheads) if overheads else float("nan"),
         "body": statistics.fmean(rec["wall_time_s"] for rec in records),
         "peak_mb": usage.ru_maxrss / 1024,  # kilobytes on Linux
+        # CPU time of the process and the children it waited for (joblib's workers): far less
+        # sensitive than wall time to other processes on the machine.
+        "cpu": usage.ru_utime + usage.ru_stime,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "test_acc": statistics.fmean(rec["metrics"]["test/acc"] for rec in records),
@@ -110,7 +122,7 @@ def run_sweep(launcher: str, overrides: list[str], log_dir: Path) -> dict[str, f
 def run_all(launchers: list[str], overrides: list[str]) -> dict[str, dict[str, float]]:
     results = {}
     for launcher in launchers:
-        with tempfile.TemporaryDirectory(prefix=f"bench_sweep_{launcher}_") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"bench_sweep_{launcher.replace(':', '')}_") as tmp:
             results[launcher] = run_sweep(launcher, overrides, Path(tmp))
         print(f"  {launcher}: {results[launcher]['total']:.1f} s", file=sys.stderr, flush=True)
     return results
@@ -120,17 +132,18 @@ def print_table(title: str, results: dict[str, dict[str, float]]) -> None:
     base = results.get("basic", next(iter(results.values())))["total"]
     print(f"\n### {title}\n")
     print(
-        "| launcher | jobs | total wall (s) | speed-up | peak memory (MB) | mean fit (s) "
-        "| per-job wall, sequential (s) | per-job overhead beyond fit (s) | load before/after |"
+        "| launcher | jobs | total wall (s) | speed-up | CPU time (s) | peak memory (MB) "
+        "| mean fit (s) | per-job wall, sequential (s) | per-job overhead beyond fit (s) "
+        "| load before/after |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for launcher, r in results.items():
         sequential = launcher == "basic"
         wall = f"{r['job_wall']:.2f}" if sequential else "-"
         overhead = f"{r['overhead']:.2f}" if sequential else "-"
         print(
             f"| {launcher} | {r['jobs']:.0f} | {r['total']:.1f} | {base / r['total']:.2f}x "
-            f"| {r['peak_mb']:.0f} | {r['fit']:.2f} | {wall} | {overhead} "
+            f"| {r['cpu']:.1f} | {r['peak_mb']:.0f} | {r['fit']:.2f} | {wall} | {overhead} "
             f"| {r['load_before']:.1f} / {r['load_after']:.1f} |"
         )
 

@@ -137,13 +137,6 @@ def build_logger(cfg: DictConfig) -> Any:
     return runtime.build_logger(cfg.get("logger"))
 
 
-def build_callbacks(cfg: DictConfig) -> list[Any]:
-    """The job's Lightning callbacks."""
-    from mlplab.tasks import runtime
-
-    return runtime.build_callbacks(cfg.get("callbacks"))
-
-
 def build_trainer(trainer_cfg: DictConfig, logger: Any, callbacks: list[Any]) -> Any:
     """A Trainer as the single run builds it (atomic checkpoint IO included)."""
     from mlplab.tasks import runtime

@@ -86,6 +86,12 @@ class MemberResult:
 # --- which jobs stack ---------------------------------------------------------------------------
 
 
+def _arguments(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls).parameters)
+
+
 def _target_class(node: Any) -> type | None:
     try:
         return hydra.utils.get_class(str(node._target_))
@@ -197,11 +203,26 @@ def _optimizer_order(runs: Sequence[single_run.SingleRun]) -> list[int]:
     return sorted(range(len(runs)), key=key)
 
 
-def _group_callbacks(cfg: DictConfig, directory: Path) -> list[Any]:
-    """The group's progress bar and summary (if the jobs have them) and its own last.ckpt."""
-    from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+def _group_callbacks(cfg: DictConfig, directory: Path, steps_per_epoch: int) -> list[Any]:
+    """The group's progress bar and summary (if the jobs have them) and its own last.ckpt.
 
-    callbacks = [c for c in single_run.build_callbacks(cfg) if not isinstance(c, Checkpoint)]
+    The progress bar redraws once per epoch: a stack's step takes a few milliseconds, and a
+    Rich bar redrawn every step added 2.5 ms to each.
+    """
+    from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
+
+    callbacks = []
+    for node in (cfg.get("callbacks") or {}).values():
+        if not node or "_target_" not in node:
+            continue
+        cls = _target_class(node)
+        if cls is None or issubclass(cls, Checkpoint):
+            continue
+        if issubclass(cls, ProgressBar) and "refresh_rate" in _arguments(cls):
+            rate = max(int(node.get("refresh_rate") or 1), steps_per_epoch)
+            callbacks.append(hydra.utils.instantiate(node, refresh_rate=rate))
+        else:
+            callbacks.append(hydra.utils.instantiate(node))
     if single_run.checkpoint_dir(cfg) is not None:
         callbacks.append(
             ModelCheckpoint(
@@ -278,7 +299,8 @@ def _train_group(
         keys=[single_run.data_key(members[i].cfg) for i in order],
     )
     trainer_cfg = OmegaConf.merge(first.trainer, {"default_root_dir": str(directory)})
-    trainer = single_run.build_trainer(trainer_cfg, None, _group_callbacks(first, directory))
+    callbacks = _group_callbacks(first, directory, len(data.train_dataloader()))
+    trainer = single_run.build_trainer(trainer_cfg, None, callbacks)
     ckpt = group_checkpoint(directory)
     resume = first.ckpt_path == "last" and ckpt.is_file()
     if resume:
