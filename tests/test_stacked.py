@@ -36,6 +36,7 @@ from mlplab.models.stacked import (
     StackedClassifier,
     StackedMLP,
     StackMismatchError,
+    default_chunk_size,
     stacked_loss,
 )
 from mlplab.tasks import stacked
@@ -119,6 +120,13 @@ def test_stacked_mlp_is_each_member_alone():
         StackedMLP([nets[0], MLP("ReLU()", 2, [16, 8], 4)])
     with pytest.raises(ValueError, match="cannot be stacked"):
         StackedMLP([MLP("PReLU()", 2, [4], 4)])
+
+
+def test_default_chunks_hold_about_a_mebibyte_of_activations_on_cpus_only():
+    assert default_chunk_size(128, 128, "cpu") == 16  # 16 x 128 x 128 floats = 1 MiB
+    assert default_chunk_size(32, 16, "cpu") == 512
+    assert default_chunk_size(4096, 4096, "cpu") == 1
+    assert default_chunk_size(128, 128, "cuda") is None
 
 
 def test_batched_linear_gradients():

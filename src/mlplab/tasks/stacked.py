@@ -192,6 +192,16 @@ def own_checkpoint(member: Member) -> Path | None:
 # --- training a group ---------------------------------------------------------------------------
 
 
+def _device_type(cfg: DictConfig) -> str:
+    """``cpu`` when the job's trainer runs on the CPU, else the accelerator's name."""
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if accelerator == "gpu" else accelerator
+
+
 def _optimizer_order(runs: Sequence[single_run.SingleRun]) -> list[int]:
     """Members sorted (stably) by optimizer settings: equal settings share one param group."""
     from mlplab.models.stacked import optimizer_settings
@@ -280,9 +290,8 @@ def _train_group(
     splits = [runs[i].splits() for i in order]
     nets = [runs[i].net for i in order]
     widest = max([*nets[0].hidden_units, nets[0].out_features])
-    accelerator = str(first.trainer.get("accelerator", "cpu"))
     if chunk_size is None:
-        chunk_size = default_chunk_size(runs[0].batch_size, widest, accelerator)
+        chunk_size = default_chunk_size(runs[0].batch_size, widest, _device_type(first))
     model = StackedClassifier(
         nets,
         runs[0].loss,
