@@ -1,10 +1,11 @@
 """Many MLPs of one shape trained as one network: weights stacked along a leading member axis.
 
 PyTorch's model-ensembling recipe with batched matmuls: ``M`` members of the same shape and
-activation are one module whose layer ``i`` holds ``[M, in, out]`` weights and ``[M, out]`` biases,
-so one forward, one backward and one optimizer step train them all. Every member computes exactly
-what it would alone (its own inputs, its own loss, its own gradient); only the order of a few float
-sums inside the batched kernels differs, which moves weights by about 1e-7 relative per step.
+activation are one module whose layer ``i`` holds ``[M, out, in]`` weights and ``[M, out]``
+biases, so one forward, one backward and one optimizer step train them all. Every member computes
+what it would alone (its own inputs, its own loss, its own gradient); only the order of a few
+float sums inside the batched kernels differs (weights agree to about 1e-7 relative after an
+epoch of the tutorial).
 
 Optimizer parameter groups: members are stored in *blocks* of consecutive members, each block's
 weights its own leaf tensors, so each block can be a parameter group with its own learning rate
