@@ -11,6 +11,7 @@ import csv
 import functools
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -352,8 +353,10 @@ def test_the_launcher_is_a_hydra_plugin_in_the_namespace_package():
     assert not (ROOT_DIR / "src" / "hydra_plugins" / "__init__.py").exists()
     assert "hydra_plugins.mlplab_stacked_launcher" in find_namespace_packages(ROOT_DIR / "src")
     GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", ["hydra/launcher=stacked"], return_hydra_config=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a conf/ file merged into the plugin's schema
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", ["hydra/launcher=stacked"], return_hydra_config=True)
     GlobalHydra.instance().clear()
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("mlplab_stacked_launcher.stacked_launcher.StackedLauncher")
