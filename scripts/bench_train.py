@@ -1,16 +1,21 @@
-"""Benchmark: Lightning fit of experiment=tutorial vs a plain PyTorch loop, and whole processes.
+"""Benchmark: Lightning fits of experiment=tutorial against a bare LightningModule, and processes.
 
-Run: .venv/bin/python scripts/bench_train.py [--repeats 3] [--skip-processes] [--components]
+Run: .venv/bin/python scripts/bench_train.py [--repeats 5] [--skip-processes] [--components]
          [--before REF]
 
 Part 1 times the same 2500 optimizer steps (100 epochs x 25 minibatches of 128, Adam 1e-3,
-nn.CrossEntropyLoss, the same tensors, the same batch order, the same initial weights):
-  * a plain PyTorch loop,
-  * trainer.fit of mlplab's SpiralClassifier built from the Hydra config (default callbacks and
-    TensorBoard logger, checkpoint every epoch), and variants without them.
-``--components`` adds one variant per default logger/callback alone (on top of the bare loop), so
-each one's share of the default's overhead can be read off. Variants run interleaved, repeat by
-repeat, so a slower spell of the machine hits all of them alike.
+nn.CrossEntropyLoss, the same tensors, the same batch order, the same initial weights), side by
+side, repeat by repeat (so a slower spell of the machine hits all of them alike):
+  * a plain PyTorch loop (the reference line),
+  * a bare LightningModule: automatic optimization over the same in-memory DataLoader, no
+    logger, no callbacks, no metrics,
+  * mlplab's fit with ``logger=none callbacks=none`` (target: within 1.1x of the bare module),
+  * mlplab's default fit: TensorBoard, last.ckpt every epoch, progress bar, model summary
+    (target: within 1.35x of the bare module),
+  * the default fit while one busy process competes for the CPU (target: within 1.5x of the
+    idle default fit).
+Every fit runs with the intra-op threads that ``threads=auto`` gives this network (one).
+``--components`` adds one variant per default logger/callback alone (on top of the bare loop).
 Part 2 times whole processes: `mlplab-train experiment=tutorial` against the tutorial's own
 training cell (TensorDataset + DataLoader with 2 workers, re-implemented below); ``--before REF``
 also times the process of git revision REF, alternating run by run (see ``benchlib``).
@@ -19,12 +24,14 @@ also times the process of git revision REF, alternating run by run (see ``benchl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -43,8 +50,8 @@ def compose(overrides: list[str]):
 
 
 def plain_loop(datamodule, seed: int) -> float:
-    """The same steps in plain PyTorch: the baseline."""
-    from mlplab.data.datamodule import EpochPermutation
+    """The same steps in plain PyTorch: the reference."""
+    from mlplab.data.datamodule import EpochRandomSampler
     from mlplab.models.mlp import MLP
 
     torch.manual_seed(seed)
@@ -52,17 +59,64 @@ def plain_loop(datamodule, seed: int) -> float:
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     X, y = datamodule.X_train, datamodule.y_train
-    sampler = EpochPermutation(len(X), seed)
+    sampler = EpochRandomSampler(len(X), seed)
     started = time.perf_counter()
     for epoch in range(100):
         sampler.set_epoch(epoch)
-        idx = sampler.indices()
+        idx = sampler.permutation()
         for xb, yb in zip(X[idx].split(128), y[idx].split(128), strict=True):
             optimizer.zero_grad(set_to_none=True)
             loss = criterion(net(xb), yb)
             loss.backward()
             optimizer.step()
     return time.perf_counter() - started
+
+
+def bare_fit(seed: int) -> float:
+    """A bare LightningModule on the same DataLoader: Lightning's own floor for this run."""
+    import pytorch_lightning as pl
+
+    from mlplab.data.datamodule import SpiralDataModule
+    from mlplab.models.mlp import MLP
+
+    class Bare(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = MLP("ReLU()", 2, [128], 4)
+            self.loss = torch.nn.CrossEntropyLoss()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return self.loss(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    pl.seed_everything(seed, verbose=False)
+    model = Bare()
+    trainer = pl.Trainer(
+        max_epochs=100,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
+    started = time.perf_counter()
+    trainer.fit(model, datamodule=SpiralDataModule(seed=seed))
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def busy_process() -> Iterator[None]:
+    """One other process spinning on the CPU for the duration."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def lightning_fit(overrides: list[str], out: Path) -> tuple[float, float]:
@@ -145,43 +199,58 @@ def time_train(tmp: Path, run: str, revision: Path | None = None) -> float:
     return time_process([*command, *args], tmp, env)
 
 
+DEFAULT = "mlplab default fit (TensorBoard, last.ckpt/epoch, progress bar, summary)"
+QUIET = "mlplab fit, logger=none callbacks=none"
+CONTENDED = "mlplab default fit, one busy process competing"
+BARE = "bare LightningModule (no logger, callbacks, metrics)"
+PLAIN = "plain PyTorch loop (reference)"
+
+
 def time_fits(repeats: int, components: bool) -> None:
     """Part 1: the fit variants and the plain loop, interleaved, as a Markdown table."""
-    cfg = compose(["experiment=tutorial"])
     import hydra
 
+    from mlplab.tasks.runtime import count_parameters, set_torch_threads
+    from mlplab.tasks.train import build_model
+
+    cfg = compose(["experiment=tutorial"])
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
-    variants = {
-        "mlplab fit (default: TensorBoard, checkpoint/epoch, progress bar)": [],
-        "mlplab fit (no logger, no callbacks)": ["logger=none", "callbacks=none"],
-        "mlplab fit, classic loop (steps_per_block=1, no logger/callbacks)": [
-            "logger=none",
-            "callbacks=none",
-            "data.steps_per_block=1",
-        ],
-    }
+    threads = set_torch_threads(cfg.threads, count_parameters(build_model(cfg)))
+    variants: dict[str, list[str]] = {DEFAULT: [], QUIET: ["logger=none", "callbacks=none"]}
     if components:
         alone = {"TensorBoard logger": ["callbacks=none"]}
-        everything = ["last_checkpoint", "model_checkpoint", "rich_progress_bar", "model_summary"]
+        everything = ["model_checkpoint", "rich_progress_bar", "model_summary"]
         for name in everything:
             others = [f"~callbacks.{other}" for other in everything if other != name]
             alone[name.replace("_", " ")] = ["logger=none", *others]
         variants.update({f"bare loop + {name} alone": o for name, o in alone.items()})
-    times: dict[str, list[float]] = {"plain PyTorch loop": [], **{k: [] for k in variants}}
+    times: dict[str, list[float]] = {PLAIN: [], BARE: [], **{k: [] for k in variants}}
+    times[CONTENDED] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
-            times["plain PyTorch loop"].append(plain_loop(datamodule, cfg.seed))
-            for name, overrides in variants.items():
-                seconds, _ = lightning_fit(overrides, Path(tmp) / f"{r}-{len(overrides)}")
+            times[PLAIN].append(plain_loop(datamodule, cfg.seed))
+            times[BARE].append(bare_fit(cfg.seed))
+            for i, (name, overrides) in enumerate(variants.items()):
+                seconds, _ = lightning_fit(overrides, Path(tmp) / f"{r}-{i}")
                 times[name].append(seconds)
-    base = statistics.median(times["plain PyTorch loop"])
-    print("\n### Fit of experiment=tutorial (2500 steps), median of", repeats, "runs\n")
-    print("| loop | fit time (s) | vs plain loop |")
-    print("|---|---:|---:|")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.2f} | {median / base:.2f}x |")
+            with busy_process():
+                seconds, _ = lightning_fit([], Path(tmp) / f"{r}-busy")
+            times[CONTENDED].append(seconds)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    bare = medians[BARE]
+    print(f"\n### Fit of experiment=tutorial (2500 steps, {threads} thread), median of {repeats}\n")
+    print("| fit | time (s) | vs bare LightningModule | target |")
+    print("|---|---:|---:|---|")
+    targets = {QUIET: "<= 1.1x", DEFAULT: "<= 1.35x"}
+    for name, median in medians.items():
+        if name != CONTENDED:
+            print(f"| {name} | {median:.2f} | {median / bare:.2f}x | {targets.get(name, '')} |")
+    contended = medians[CONTENDED] / medians[DEFAULT]
+    print(
+        f"| {CONTENDED} | {medians[CONTENDED]:.2f} | {medians[CONTENDED] / bare:.2f}x | "
+        f"{contended:.2f}x the idle default fit (<= 1.5x) |"
+    )
 
 
 def time_processes(repeats: int, before_ref: str | None) -> None:
@@ -212,7 +281,7 @@ def time_processes(repeats: int, before_ref: str | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-fit", action="store_true", help="only time whole processes")
     parser.add_argument("--skip-processes", action="store_true")
     parser.add_argument("--components", action="store_true", help="time each default alone")

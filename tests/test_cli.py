@@ -1,4 +1,4 @@
-"""The console-script front door: activation quoting, group options, Hydra errors in one line."""
+"""The console-script front door: activation quoting, Hydra's errors in one line, the launcher."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import gc
 import importlib.metadata
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 from conftest import python_output, run_cli
 from mlplab.tasks.common import (
     CONF_DIR,
-    ConfigError,
-    _all_keys_known,
-    check_composes,
-    check_group_choices,
+    ROOT_DIR,
+    checkout_note,
+    hydra_error_line,
     quote_call_values,
     settle_gc,
     split_top_level,
@@ -48,66 +50,98 @@ def test_activation_specs_are_quoted_for_hydra(arg, expected):
     assert quote_call_values([arg]) == [expected]
 
 
-def test_unknown_group_option_is_refused_naming_the_group_and_the_options():
-    with pytest.raises(ConfigError, match=r"^loss='foo' is invalid: must be one of custom_ce, "):
-        check_group_choices(["loss=foo"])
-    with pytest.raises(ConfigError, match=r"^optimizer='adamw'"):
-        check_group_choices(["-m", "optimizer=adam,adamw"])
-    check_group_choices(["loss=torch_ce", "experiment=null", "model.width=3"])  # all fine
+def hydra_error(overrides: list[str], config_dir: Path = CONF_DIR) -> Exception:
+    """What Hydra raises composing the train config with ``overrides``."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(config_dir), version_base="1.3"):
+            compose("train", overrides=overrides)
+    except Exception as err:
+        return err
+    finally:
+        GlobalHydra.instance().clear()
+    raise AssertionError(f"{overrides} composed")
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("overrides", "line"),
     [
-        (["trainer.foo=1"], r"Could not override 'trainer\.foo'.*\+trainer\.foo=1"),
-        (["model.hidden_units=[1"], r"^cannot parse 'model\.hidden_units=\[1'"),
-        (["~seed=5"], r"seed"),
+        (
+            ["loss=foo"],
+            "loss='foo' is invalid: must be one of custom_ce, torch_ce (the loss/ options in "
+            f"{CONF_DIR})",
+        ),
+        (
+            ["trainer.foo=1"],
+            "Could not override 'trainer.foo'. To append to your config use +trainer.foo=1 "
+            "(Key 'foo' is not in struct)",
+        ),
+        (
+            ["model.hidden_units=[1"],
+            "cannot parse 'model.hidden_units=[1': no viable alternative at input '[1'",
+        ),
+        (["~seed=5"], "Could not delete from config. The value of 'seed' is 2021 and not 5."),
     ],
 )
-def test_hydra_override_errors_become_one_line(overrides, message):
-    with pytest.raises(ValueError, match=message) as info:
-        check_composes("train", overrides)
-    assert "\n" not in str(info.value)
+def test_hydra_errors_become_one_line(overrides, line):
+    assert hydra_error_line(hydra_error(overrides)) == line
 
 
-@pytest.mark.parametrize(
-    ("config", "overrides", "known"),
-    [
-        ("train", ["seed=1", "model.width=3"], True),  # keys of the primary config
-        ("train", ["trainer.max_epochs=3", "paths.log_dir=/x"], True),  # of default options
-        ("train", ["logger=csv", "logger.save_dir=x"], True),  # of the option picked here
-        ("lif", ["lif.Rm.num=3", "trace.I=2"], True),
-        ("train", ["trainer.foo=1"], False),  # not in trainer/cpu.yaml: Hydra must say it
-        ("train", ["logger=none", "logger.save_dir=x"], False),
-        ("train", ["callbacks.model_checkpoint=5"], False),  # replaces a mapping
-        ("train", ["experiment=tutorial", "trainer.max_epochs=3"], False),  # a global option
-        ("train", ["+trainer.gradient_clip_val=0"], False),
-        ("lif", ["lif.Rm.foo=3"], False),
-    ],
-)
-def test_override_keys_known_without_composing(config, overrides, known):
-    assert _all_keys_known(config, overrides, CONF_DIR) is known
-
-
-def test_unknown_key_of_a_group_option_is_one_line():
-    with pytest.raises(ValueError, match=r"Could not override 'paths\.foo'") as info:
-        check_composes("lif", ["mode=sweep", "paths.foo=1"])
-    assert "\n" not in str(info.value)
-
-
-def test_valid_and_sweep_command_lines_pass_the_check():
-    check_composes("train", ["model.width=8", "+trainer.gradient_clip_val=0"])
-    check_composes("train", ["model.width=8,16"])  # a sweep value: left to Hydra's multirun
-    check_composes("train", ["-m", "seed=1,2"])
+def test_an_unknown_option_names_every_folder_searched(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.yaml").write_text("_target_: x.Y\n")
+    err = hydra_error([f"hydra.searchpath=[file://{tmp_path}]", "data=moons"])
+    assert hydra_error_line(err) == (
+        "data='moons' is invalid: must be one of mine, rings, spiral "
+        f"(the data/ options in {CONF_DIR}, {tmp_path})"
+    )
 
 
 @pytest.mark.slow
-def test_unknown_key_on_the_real_command_line_is_one_line_exit_2(tmp_path):
-    result = run_cli("train", "trainer.foo=1", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("args", "start"),
+    [
+        (["trainer.foo=1"], "mlplab-train: error: Could not override 'trainer.foo'"),
+        (["data=moons"], "mlplab-train: error: data='moons' is invalid: must be one of rings,"),
+        (["-m", "seed=1,2", "optimizer=adam,adamw"], "mlplab-train: error: optimizer='adamw'"),
+        (["--config-dir", "nowhere"], "mlplab-train: error: Additional config directory '"),
+    ],
+)
+def test_a_hydra_error_on_the_real_command_line_is_one_line_exit_2(tmp_path, args, start):
+    result = run_cli("train", *args, f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mlplab-train: error: Could not override")
-    assert not (tmp_path / "train").exists()  # refused before Hydra made a run folder
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(start), line
+    # Refused before any job: no run folder (a multirun's folder holds only Hydra's sweep record).
+    assert not list(tmp_path.rglob("metrics.json")) and not (tmp_path / "train" / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_hydra_full_error_shows_hydras_whole_report(tmp_path):
+    result = run_cli(
+        "train", "data=moons", f"paths.log_dir={tmp_path}", cwd=tmp_path,
+        env={"HYDRA_FULL_ERROR": "1"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "Available options in 'data'" in result.stderr
+
+
+def test_running_another_checkout_than_the_one_you_are_in_is_noted(tmp_path):
+    other = tmp_path / "fork"
+    (other / "conf").mkdir(parents=True)
+    (other / "src" / "mlplab").mkdir(parents=True)
+    (other / "conf" / "train.yaml").write_text("task_name: train\n")
+    (other / "outputs").mkdir()
+    note = checkout_note("train", cwd=other / "outputs")
+    assert note == (
+        f"mlplab-train: note: this runs the mlplab of {ROOT_DIR} (configs from {CONF_DIR}, "
+        f"outputs in {ROOT_DIR / 'outputs'}), not of {other} where you are; install that "
+        f"checkout (make install) or set PYTHONPATH={other / 'src'}"
+    )
+    assert checkout_note("train", cwd=ROOT_DIR / "src") is None  # the checkout that runs
+    assert checkout_note("train", cwd=tmp_path) is None  # no checkout at all
 
 
 # ------------------------------------------------ the launcher: garbage collector off at start-up

@@ -1,12 +1,14 @@
-"""Tests for the spiral LightningDataModule and its training blocks (mlplab.data.datamodule)."""
+"""Tests for the spiral LightningDataModule and its standard DataLoaders."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from lightning_fabric.utilities.data import _set_sampler_epoch
+from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+from torch.utils.data import DataLoader
 
-from mlplab.data.datamodule import EpochPermutation, SpiralDataModule
+from mlplab.data.datamodule import EpochRandomSampler, SpiralDataModule, TensorPairs, epoch_seed
 from tutorial import create_spiral_dataset, set_seed, shuffle_and_split_data
 
 SEED = 2021
@@ -27,9 +29,9 @@ def make_dm(**kwargs) -> SpiralDataModule:
     return dm
 
 
-def epoch_blocks(dm: SpiralDataModule, epoch: int | None = None):
-    """The training blocks of one epoch, after Lightning's own ``set_epoch`` hook if given."""
-    loader = dm.train_dataloader()
+def epoch_batches(dm: SpiralDataModule, epoch: int | None = None, loader=None):
+    """The training minibatches of one epoch, after Lightning's own ``set_epoch`` hook if given."""
+    loader = loader or dm.train_dataloader()
     if epoch is not None:
         _set_sampler_epoch(loader, epoch)
     return list(loader)
@@ -37,8 +39,14 @@ def epoch_blocks(dm: SpiralDataModule, epoch: int | None = None):
 
 def epoch_order(dm: SpiralDataModule, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """All (x, y) of one epoch in training order."""
-    batches = [batch for block in epoch_blocks(dm, epoch) for batch in block]
+    batches = epoch_batches(dm, epoch)
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
+def permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    sampler = EpochRandomSampler(num_samples, seed)
+    sampler.set_epoch(epoch)
+    return sampler.permutation()
 
 
 def test_setup_gives_the_tutorial_tensors(tutorial_split):
@@ -75,36 +83,39 @@ def test_val_fraction_carves_the_first_part_of_training(tutorial_split):
     assert torch.equal(val_batches[0][0], dm.X_val) and torch.equal(val_batches[0][1], dm.y_val)
 
 
-def test_default_epoch_is_one_block_of_25_minibatches_of_128():
+def test_default_epoch_is_a_standard_dataloader_of_25_minibatches_of_128():
     dm = make_dm()
     loader = dm.train_dataloader()
-    assert len(loader) == 1 and loader.steps_per_epoch() == 25
-    blocks = epoch_blocks(dm)
-    assert len(blocks) == 1 and len(blocks[0]) == 25
-    for x, y in blocks[0]:
+    assert isinstance(loader, DataLoader) and loader.batch_size == 128
+    assert isinstance(loader.sampler, EpochRandomSampler) and loader.num_workers == 0
+    assert len(loader) == 25
+    batches = epoch_batches(dm)
+    assert len(batches) == 25
+    for x, y in batches:
         assert x.shape == (128, 2) and y.shape == (128,) and y.dtype == torch.int64
 
 
-def test_steps_per_block_one_gives_25_blocks_of_one():
-    dm = make_dm(steps_per_block=1)
-    loader = dm.train_dataloader()
-    assert len(loader) == 25
-    blocks = epoch_blocks(dm)
-    assert len(blocks) == 25 and all(len(block) == 1 for block in blocks)
-    # Same minibatches as the one-block epoch, just grouped differently.
-    one_block = epoch_blocks(make_dm(), 0)[0]
-    for (block,), (x, y) in zip(blocks, one_block, strict=True):
-        assert torch.equal(block[0], x) and torch.equal(block[1], y)
+def test_uneven_last_minibatch():
+    dm = make_dm(points_per_class=100, batch_size=30)
+    # 320 training samples: 10 full minibatches of 30 and one of 20.
+    batches = epoch_batches(dm)
+    assert len(dm.train_dataloader()) == 11
+    assert [len(x) for x, _ in batches] == [30] * 10 + [20]
 
 
-def test_uneven_blocks_and_last_minibatch():
-    dm = make_dm(points_per_class=100, batch_size=30, steps_per_block=4)
-    # 320 training samples: 10 full minibatches of 30 and one of 20, in blocks of 4, 4 and 3.
-    loader = dm.train_dataloader()
-    assert loader.steps_per_epoch() == 11 and len(loader) == 3
-    blocks = epoch_blocks(dm)
-    assert [len(block) for block in blocks] == [4, 4, 3]
-    assert [len(x) for block in blocks for x, _ in block] == [30] * 10 + [20]
+def test_minibatches_are_gathered_whole_never_item_by_item(monkeypatch):
+    def per_item(self, index):
+        raise AssertionError("a minibatch was built item by item")
+
+    monkeypatch.setattr(TensorPairs, "__getitem__", per_item)
+    dm = make_dm(points_per_class=100, batch_size=32, val_fraction=0.1)
+    order = permutation(len(dm.X_train), SEED, 2)
+    batches = epoch_batches(dm, 2)
+    for i, (x, y) in enumerate(batches):
+        index = order[32 * i : 32 * (i + 1)]
+        assert torch.equal(x, dm.X_train[index]) and torch.equal(y, dm.y_train[index])
+    val = list(dm.val_dataloader())
+    assert torch.equal(val[0][0], dm.X_val) and torch.equal(val[0][1], dm.y_val)
 
 
 @pytest.mark.parametrize("epoch", [0, 1, 7])
@@ -112,14 +123,17 @@ def test_every_epoch_is_a_permutation_of_the_training_set(epoch):
     dm = make_dm()
     xs, ys = epoch_order(dm, epoch)
     assert len(xs) == len(dm.X_train)
-    # Recover each row's index: the order is a permutation, so every sample appears once.
-    idx = dm.train_dataloader().sampler
-    idx.set_epoch(epoch)
-    order = idx.indices()
+    order = permutation(len(dm.X_train), SEED, epoch)
     assert torch.equal(torch.sort(order).values, torch.arange(len(dm.X_train)))
     assert torch.equal(xs, dm.X_train[order]) and torch.equal(ys, dm.y_train[order])
     assert torch.equal(torch.bincount(ys, minlength=4), torch.bincount(dm.y_train, minlength=4))
     assert not torch.equal(order, torch.arange(len(order)))  # actually shuffled
+
+
+def test_epoch_order_is_randperm_seeded_by_seed_and_epoch():
+    # The closed form: a generator seeded by epoch_seed(seed, epoch), nothing else.
+    expected = torch.randperm(3200, generator=torch.Generator().manual_seed(epoch_seed(SEED, 3)))
+    assert torch.equal(permutation(3200, SEED, 3), expected)
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():
@@ -132,60 +146,45 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     # The global RNG plays no part.
     torch.manual_seed(999)
     assert torch.equal(x_a3, epoch_order(dm_b, 3)[0])
-    # Different seed, different order (compare indices: the data differ too).
-    orders = {}
-    for seed in (SEED, SEED + 1):
-        sampler = EpochPermutation(3200, seed)
-        sampler.set_epoch(3)
-        orders[seed] = sampler.indices()
-    assert not torch.equal(orders[SEED], orders[SEED + 1])
+    # Different seed, different order.
+    assert not torch.equal(permutation(3200, SEED, 3), permutation(3200, SEED + 1, 3))
 
 
 def test_set_epoch_after_resume_reproduces_the_order():
     # An uninterrupted run: epochs 0, 1, 2 on one loader, set_epoch called by Lightning's hook.
-    dm = make_dm(steps_per_block=5)
+    dm = make_dm(batch_size=640, val_fraction=0.2)
     loader = dm.train_dataloader()
-    uninterrupted = []
-    for epoch in range(3):
-        _set_sampler_epoch(loader, epoch)
-        uninterrupted.append(list(loader))
+    uninterrupted = [epoch_batches(dm, epoch, loader) for epoch in range(3)]
     # A resumed run: a fresh datamodule and loader that starts at epoch 2.
-    resumed = epoch_blocks(make_dm(steps_per_block=5), 2)
-    assert len(resumed) == len(uninterrupted[2]) == 5
-    for block_a, block_b in zip(resumed, uninterrupted[2], strict=True):
-        for (xa, ya), (xb, yb) in zip(block_a, block_b, strict=True):
-            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    resumed = epoch_batches(make_dm(batch_size=640, val_fraction=0.2), 2)
+    assert len(resumed) == len(uninterrupted[2]) == 4  # 2,560 samples
+    for (xa, ya), (xb, yb) in zip(resumed, uninterrupted[2], strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
     # Iterating twice without set_epoch repeats the same epoch (no hidden RNG state).
     again = list(loader)
-    assert all(torch.equal(a[0][0], b[0][0]) for a, b in zip(again, uninterrupted[2], strict=True))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(again, uninterrupted[2], strict=True))
 
 
 @pytest.mark.parametrize("num_samples", [3200, 3199, 7])
-def test_sharding_for_two_ranks(num_samples):
+def test_lightning_ddp_wrapper_shards_the_epoch_between_two_ranks(num_samples):
+    # Under DDP Lightning wraps the sampler in DistributedSamplerWrapper and calls its set_epoch.
     shards = []
     for rank in range(2):
-        sampler = EpochPermutation(num_samples, SEED, rank=rank, world_size=2)
-        sampler.set_epoch(4)
-        shards.append(sampler.indices())
-    assert len(shards[0]) == len(shards[1]) == -(-num_samples // 2) == len(sampler)
-    # Together they cover the set; padding repeats samples only to even out an odd count.
+        wrapper = DistributedSamplerWrapper(
+            EpochRandomSampler(num_samples, SEED), num_replicas=2, rank=rank, shuffle=False
+        )
+        wrapper.set_epoch(4)
+        shards.append(torch.tensor(list(wrapper)))
+    assert len(shards[0]) == len(shards[1]) == -(-num_samples // 2)
     joined = torch.cat(shards)
     assert set(joined.tolist()) == set(range(num_samples))
-    assert len(joined) - len(set(joined.tolist())) == len(joined) - num_samples
     if num_samples % 2 == 0:
         assert not set(shards[0].tolist()) & set(shards[1].tolist())
-    # Rank r takes every other index of the single-process permutation.
-    full = EpochPermutation(num_samples, SEED)
-    full.set_epoch(4)
-    order = full.indices()
+    # With Lightning's shuffle=False for the wrapper, rank r takes every other index of epoch
+    # 4's permutation: set_epoch reached the inner sampler.
+    order = permutation(num_samples, SEED, 4)
     assert torch.equal(shards[0][: len(order[0::2])], order[0::2])
     assert torch.equal(shards[1][: len(order[1::2])], order[1::2])
-
-
-def test_unshuffled_permutation_is_identity():
-    sampler = EpochPermutation(10, SEED, shuffle=False)
-    sampler.set_epoch(3)
-    assert torch.equal(sampler.indices(), torch.arange(10))
 
 
 @pytest.mark.parametrize("eval_batch_size", [None, 128, 1000, 799])
@@ -210,8 +209,6 @@ def test_eval_batches_cover_the_test_set_in_order(eval_batch_size):
         ({"val_fraction": -0.1}, "val_fraction"),
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"val_fraction": float("nan")}, "val_fraction"),
-        ({"steps_per_block": 0}, "steps_per_block"),
-        ({"steps_per_block": 2.0}, "steps_per_block"),
         ({"eval_batch_size": 0}, "eval_batch_size"),
         ({"eval_batch_size": -1}, "eval_batch_size"),
     ],
@@ -222,7 +219,19 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     assert repr(next(iter(kwargs.values()))) in str(info.value)
 
 
-def test_val_fraction_leaving_an_empty_split_fails_in_setup():
-    dm = SpiralDataModule(points_per_class=5, val_fraction=0.01)  # int(0.01 * 16) == 0
-    with pytest.raises(ValueError, match=r"val_fraction=0\.01 leaves an empty split"):
-        dm.setup("fit")
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # int(0.01 * 16) == 0 validation samples
+        ({"points_per_class": 5, "val_fraction": 0.01}, r"^val_fraction=0\.01 is invalid: leaves"),
+        # int(0.2 * 4) == 0 test samples
+        ({"points_per_class": 1}, r"^test_fraction=0\.2 is invalid: leaves an empty test"),
+        ({"num_classes": 1}, r"^num_classes=1 is invalid: must be an integer >= 2$"),
+        ({"num_features": 3}, r"^num_features=3 is invalid: must be 2"),
+        ({"sigma": -1.0}, r"^sigma=-1\.0 is invalid: must be a number >= 0\.0$"),
+    ],
+)
+def test_the_constructor_refuses_what_setup_could_not_use(kwargs, message):
+    # Refused when built, before any work: a task reports it as data.<name>=... is invalid.
+    with pytest.raises(ValueError, match=message):
+        SpiralDataModule(**kwargs)

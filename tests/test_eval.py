@@ -82,7 +82,7 @@ def test_eval_with_another_loss(compose_config, tmp_path, trained) -> None:
 def test_eval_of_a_checkpoint_without_a_loss_record(compose_config, tmp_path, trained) -> None:
     ckpt, train_metrics = trained
     checkpoint = torch.load(ckpt, weights_only=True)
-    del checkpoint["mlplab"]["loss"]  # as written before the loss was recorded
+    del checkpoint["hyper_parameters"]["built_from"]["loss"]  # a record without the loss
     older = tmp_path / "older.ckpt"
     torch.save(checkpoint, older)
     record = run(compose_config, "eval", tmp_path / "eval", f"ckpt_path={older}", "figures=false")

@@ -11,6 +11,7 @@ import torch
 
 from mlplab.neuron.lif import (
     LIFResult,
+    RefractoryWarning,
     analytic_rate,
     closed_form_counts,
     run_lif,
@@ -18,6 +19,10 @@ from mlplab.neuron.lif import (
     spike_counts,
 )
 from tutorial import run_LIF
+
+# For tests whose tau_ref is off the dt grid on purpose (the tutorial's widget sliders, random
+# grids): both sides count the same rounded-down model, and the warning is tested below.
+OFF_GRID = pytest.mark.filterwarnings("ignore::mlplab.neuron.lif.RefractoryWarning")
 
 
 def tutorial_counts(Rm, tau_ref, Is):
@@ -39,6 +44,7 @@ def grid(n_rm, n_tau, n_i, rm=(1.0, 100.0), tau=(1.0, 100.0), current=(0.0, 2.0)
 # ------------------------------------------------------------------------------ tutorial match
 
 
+@OFF_GRID
 @pytest.mark.parametrize(
     ("I", "kwargs"),
     [
@@ -67,6 +73,7 @@ def test_run_lif_default_trace_numbers():
     assert torch.count_nonzero(Vm[111:211]) == 0 and Vm[211] > 0
 
 
+@OFF_GRID
 @pytest.mark.parametrize(
     ("Rm", "tau_ref"),
     [(1.0, 1.0), (1.0, 10.0), (5.0, 3.0), (12.5, 40.0), (37.3, 12.3), (100.0, 1.0), (100.0, 100.0)],
@@ -89,6 +96,7 @@ def test_counts_tutorial_defaults_by_hand():
 # ---------------------------------------------------------------------------- closed form
 
 
+@OFF_GRID
 @pytest.mark.parametrize("method", ["euler", "exact"])
 def test_closed_form_equals_simulation_dt1(method):
     I, Rm, tau = grid(30, 30, 20)
@@ -99,6 +107,7 @@ def test_closed_form_equals_simulation_dt1(method):
     assert simulated.sum() > 10_000  # a grid that actually fires
 
 
+@OFF_GRID
 @pytest.mark.parametrize("method", ["euler", "exact"])
 def test_closed_form_equals_simulation_dt01(method):
     I, Rm, tau = grid(8, 8, 12, rm=(0.5, 20.0), tau=(0.0, 3.0), current=(0.0, 4.0))
@@ -119,6 +128,7 @@ def test_closed_form_equals_simulation_at_threshold(method):
         assert torch.equal(closed, simulated)
 
 
+@OFF_GRID
 def test_closed_form_float32_equals_float32_simulation():
     I, Rm, tau = grid(12, 6, 15)
     simulated = spike_counts(I, Rm, tau)
@@ -149,6 +159,7 @@ def test_no_warning_in_stable_regime():
 # ------------------------------------------------------------------------ refractory period
 
 
+@OFF_GRID
 def test_tau_ref_below_dt_resets_instead_of_running_away():
     _, Vm_ref = run_LIF(1.5, T=1000, dt=1, tau_ref=0.5)
     runaway = torch.sum(Vm_ref > 1).item()
@@ -184,6 +195,76 @@ def test_tutorial_float_grid_jitters_where_tau_over_dt_is_whole():
 
     assert zeros_after(Vm_ref) == {19, 20}
     assert zeros_after(Vm) == {20}
+
+
+def test_issue_example_tau_ref_below_dt_warns_and_saturates_at_one_spike_per_step():
+    # I=50, Rm=1: the continuous neuron fires at 1/(0.25 + 10 ln(50/49)) per ms = 2212 Hz.
+    analytic_hz = 1000 / (0.25 + 10 * math.log(50 / 49))
+    assert analytic_rate(50.0, 1.0, 10.0, 1.0, 0.25).item() * 1000 == pytest.approx(analytic_hz)
+    with pytest.warns(RefractoryWarning) as record:
+        counts = spike_counts(50.0, 1.0, 0.25, T=1000, dt=1, method="exact")
+    assert counts.item() == 1000  # a spike on every step: at most one per step
+    (warning,) = record
+    assert warning.filename == __file__  # points at the caller's line
+    assert str(warning.message) == (
+        "tau_ref=0.25 ms is shorter than the time step dt=1 ms: the model rounds the refractory "
+        "period down to whole steps (tau_ref=0.25 ms holds 0 steps = 0 ms) and fires at most "
+        "once per step (at most 1000 Hz), which moves rates near saturation; use a dt that "
+        "divides tau_ref, e.g. dt=0.25 ms"
+    )
+    # The suggested dt: no warning; held 1 step, 1 step to threshold: a spike every 0.5 ms.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RefractoryWarning)
+        assert spike_counts(50.0, 1.0, 0.25, T=1000, dt=0.25, method="exact").item() == 2000
+
+
+def test_tau_ref_just_below_a_step_halves_the_saturated_rate_and_warns():
+    # 0.999 holds 0 steps, 1.0 holds 1: twice the spikes at saturation.
+    with pytest.warns(RefractoryWarning, match=r"^tau_ref=0\.999 ms is shorter than the time"):
+        counts = spike_counts(50.0, 1.0, torch.tensor([0.999, 1.0]), T=1000, dt=1)
+    assert counts.tolist() == [1000, 500]
+
+
+@pytest.mark.parametrize(
+    ("tau_ref", "dt", "start"),
+    [
+        (1.5, 1.0, "tau_ref=1.5 ms is not a whole number of time steps dt=1 ms"),
+        (0.75, 0.1, "tau_ref=0.75 ms is not a whole number of time steps dt=0.1 ms"),
+        ([0.5, 1.0, 2.5, 3.0], 1.0, "2 tau_ref values are not whole numbers of time steps dt=1 ms"),
+        ([0.2, 0.5, 3.0], 1.0, "2 tau_ref values are not whole numbers of time steps dt=1 ms (2 "),
+    ],
+)
+def test_refractory_warning_for_non_multiples_from_every_entry_point(tau_ref, dt, start):
+    tau = torch.tensor(tau_ref, dtype=torch.float64).view(-1, 1)
+    for count in (spike_counts, closed_form_counts):
+        with pytest.warns(RefractoryWarning) as record:
+            count(torch.linspace(0, 3, 4), 1.0, tau, T=20, dt=dt)
+        (warning,) = record
+        assert str(warning.message).startswith(start)
+        assert warning.filename == __file__
+    if tau.numel() == 1:
+        with pytest.warns(RefractoryWarning, match="whole number of time steps"):
+            run_lif(3.0, T=20, dt=dt, tau_ref=tau_ref)
+
+
+@pytest.mark.parametrize(
+    ("tau_ref", "dt"),
+    [
+        ([0.0, 1.0, 2.0, 100.0], 1.0),  # 0 is whole (no hold)
+        ([0.7, 10.0, 2.0], 0.1),  # 0.7/0.1 = 6.999999999999999: 7 steps
+        ([1.0, 1e9, math.inf], 1.0),  # holds beyond the run end it either way
+        ([0.25, 0.5], 0.25),
+    ],
+)
+def test_no_refractory_warning_for_whole_steps(tau_ref, dt):
+    tau = torch.tensor(tau_ref, dtype=torch.float64).view(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RefractoryWarning)
+        simulated = spike_counts(torch.linspace(0, 3, 4), 1.0, tau, T=20, dt=dt)
+        closed = closed_form_counts(torch.linspace(0, 3, 4), 1.0, tau, T=20, dt=dt)
+        simulate(3.0, 1.0, tau, T=20, dt=dt, record=[0])
+        run_lif(3.0, T=20, dt=dt, tau_ref=tau_ref[0])
+    assert torch.equal(simulated, closed)
 
 
 def test_refractory_hold_in_the_trace_matches_tau_ref():
@@ -238,6 +319,7 @@ def test_exact_simulation_matches_analytic_rate():
 # ---------------------------------------------------------------------------- traces / shapes
 
 
+@OFF_GRID
 def test_traces_only_for_recorded_neurons():
     I, Rm, tau = grid(4, 5, 6)
     mask = torch.zeros(4, 5, 6, dtype=torch.bool)
@@ -262,6 +344,7 @@ def test_traces_by_flat_index_and_none():
     assert simulate(I, Rm, tau, T=50, dt=1).traces is None
 
 
+@OFF_GRID
 def test_large_grid_chunks_agree_with_small_grid():
     # Bigger than one worker's minimum, so the grid is split over chunks (and threads).
     I, Rm, tau = grid(40, 40, 50)

@@ -1,24 +1,34 @@
-"""mlplab.neuron.analysis: grid axes, rates in Hz, and the exact least-squares ReLU fit."""
+"""mlplab.neuron.analysis and .grid: axes, rates in Hz, the exact ReLU fit, labelled grids."""
 
 # The tutorial names the input current I.
 # ruff: noqa: E741
 
 import math
+import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import xarray as xr
 
 from mlplab.neuron import (
+    RefractoryWarning,
     analytic_rate,
     analytic_rate_hz,
+    closed_form_counts,
     distance_to_relu,
     fit_relu,
     grid_axis,
     n_steps,
     rate_hz,
+    save_netcdf,
+    spike_counts,
+    to_table,
+    transfer_grid,
 )
 from mlplab.viz import plot_fi_curves
+from tutorial import run_LIF
 
 
 def brute_force_sse(I: torch.Tensor, r: torch.Tensor, points: int = 20_001) -> float:
@@ -180,3 +190,171 @@ def test_fi_curves_can_label_the_analytic_curves_once():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "analytic (dashed)"]
     assert len(ax.lines) == 5  # two curves, two dashed twins, one legend proxy without data
     assert len(ax.lines[-1].get_xdata()) == 0
+
+
+# --- the grid as labelled data -------------------------------------------------------------------
+
+# The tutorial's widget: T=1000 ms, dt=1 ms, Vth=1 V, I = linspace(0, 2, 10) mA.
+WIDGET_I = torch.linspace(0, 2, 10)
+
+
+def test_transfer_grid_is_labelled_and_selects_like_spike_counts():
+    Rm, tau_ref = [1.0, 10.0, 50.0], [1.0, 5.0, 20.0, 100.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # whole steps, stable Euler: nothing to warn about
+        ds = transfer_grid(WIDGET_I, Rm, tau_ref)
+    assert dict(ds.sizes) == {"Rm": 3, "tau_ref": 4, "I": 10}
+    assert ds.spike_count.dims == ("Rm", "tau_ref", "I")
+    assert ds.distance_to_relu.dims == ("Rm", "tau_ref")
+    units = {name: ds[name].attrs["units"] for name in ("Rm", "tau_ref", "I", "rate")}
+    assert units == {"Rm": "kOhm", "tau_ref": "ms", "I": "mA", "rate": "Hz"}
+    assert ds.analytic_rate.attrs["units"] == ds.rate_error.attrs["units"] == "Hz"
+    assert {k: ds.attrs[k] for k in ("T", "dt", "Cm", "Vth", "method", "counts", "steps")} == {
+        "T": 1000.0,
+        "dt": 1.0,
+        "Cm": 10.0,
+        "Vth": 1.0,
+        "method": "euler",
+        "counts": "simulate",
+        "steps": 1000,
+    }
+    assert ds.attrs["parameter_units"] == "T: ms, dt: ms, Cm: uF, Vth: V"
+    assert ds.refractory_steps.values.tolist() == [1, 5, 20, 100]
+
+    # Selecting by coordinate gives spike_counts at that point, and the tutorial's own counts.
+    point = ds.spike_count.sel(Rm=50, tau_ref=5)
+    assert point.values.tolist() == spike_counts(WIDGET_I, 50.0, 5.0).tolist()
+    oracle = [int(torch.sum(run_LIF(I, T=1000, dt=1, Rm=50, tau_ref=5)[1] > 1)) for I in WIDGET_I]
+    assert point.values.tolist() == oracle
+    assert max(oracle) > 50
+
+    # Rates in Hz from the counts over 1000 ms; the analytic rate and the difference in float32.
+    np.testing.assert_array_equal(ds.rate.values, ds.spike_count.values * 1.0)
+    I, R, tau = (torch.tensor(v, dtype=torch.float64) for v in (WIDGET_I.tolist(), Rm, tau_ref))
+    analytic = analytic_rate_hz(I.view(1, 1, -1), R.view(-1, 1, 1), tau.view(1, -1, 1), 10, 1)
+    assert ds.analytic_rate.dtype == ds.rate_error.dtype == np.float32
+    np.testing.assert_array_equal(ds.analytic_rate.values, analytic.numpy().astype(np.float32))
+    expected = (torch.from_numpy(ds.rate.values) - analytic).numpy().astype(np.float32)
+    np.testing.assert_array_equal(ds.rate_error.values, expected)
+    # A point by hand: Rm=1, tau_ref=1, I=2: 1000/(1 + 10 ln 2) Hz.
+    assert ds.analytic_rate.sel(Rm=1, tau_ref=1, I=2.0).item() == pytest.approx(
+        1000 / (1 + 10 * math.log(2)), rel=1e-7
+    )
+    fit = fit_relu(WIDGET_I, torch.from_numpy(ds.rate.values))
+    np.testing.assert_array_equal(ds.distance_to_relu.values, fit.distance.numpy())
+    np.testing.assert_array_equal(ds.relu_slope.values, fit.slope.numpy())
+    np.testing.assert_array_equal(ds.relu_kink.values, fit.kink.numpy())
+
+
+def test_transfer_grid_closed_form_equals_simulation_and_warns_off_grid():
+    I, Rm, tau_ref = grid_axis(0, 3, 12), grid_axis(0.5, 40, 5, log=True), [0.0, 0.3, 2.0]
+    kwargs = {"T": 100, "dt": 0.2, "method": "exact", "dtype": torch.float64}
+    with pytest.warns(RefractoryWarning, match="^tau_ref=0.3 ms is not a whole number"):
+        simulated = transfer_grid(I, Rm, tau_ref, counts="simulate", **kwargs)
+    with pytest.warns(RefractoryWarning):
+        closed = transfer_grid(I, Rm, tau_ref, counts="closed_form", **kwargs)
+    xr.testing.assert_identical(simulated.drop_attrs(), closed.drop_attrs())
+    assert simulated.refractory_steps.values.tolist() == [0, 1, 10]  # 0.3 ms held 1 step
+    with pytest.warns(RefractoryWarning):
+        expected = closed_form_counts(
+            I.view(1, 1, -1), Rm.view(-1, 1, 1), torch.tensor(tau_ref).view(1, -1, 1), **kwargs
+        )
+    np.testing.assert_array_equal(closed.spike_count.values, expected.numpy())
+
+
+def test_saved_netcdf_opens_with_xarray_equal_to_the_grid(tmp_path):
+    ds = transfer_grid(WIDGET_I, [1.0, 10.0], [1.0, 2.0], counts="closed_form")
+    path = save_netcdf(ds, tmp_path / "out" / "lif_grid.nc")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["lif_grid.nc"]  # no temporary left
+    with xr.open_dataset(path) as back:
+        xr.testing.assert_identical(back.load(), ds)  # values, dtypes, coordinates, attributes
+        assert back.spike_count.sel(Rm=10, tau_ref=2).values.tolist() == (
+            spike_counts(WIDGET_I, 10.0, 2.0).tolist()
+        )
+
+
+def test_tidy_table_has_one_row_per_neuron():
+    ds = transfer_grid(WIDGET_I, [1.0, 10.0], [1.0, 2.0, 3.0])
+    table = to_table(ds)
+    assert isinstance(table, pd.DataFrame)
+    assert list(table.columns) == [
+        "Rm",
+        "tau_ref",
+        "I",
+        "spike_count",
+        "rate",
+        "analytic_rate",
+        "rate_error",
+    ]
+    assert len(table) == 2 * 3 * 10
+    Rm, tau, I = np.meshgrid([1.0, 10.0], [1.0, 2.0, 3.0], WIDGET_I.double(), indexing="ij")
+    np.testing.assert_array_equal(table["Rm"], Rm.reshape(-1))  # Rm slowest, I fastest
+    np.testing.assert_array_equal(table["tau_ref"], tau.reshape(-1))
+    np.testing.assert_array_equal(table["I"], I.reshape(-1))
+    np.testing.assert_array_equal(table["spike_count"], ds.spike_count.values.reshape(-1))
+    np.testing.assert_array_equal(table["analytic_rate"], ds.analytic_rate.values.reshape(-1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"counts": "guess"}, "counts='guess' is invalid: counts must be one of"),
+        ({"method": "rk4"}, "method='rk4' is invalid: method must be one of"),
+        ({"I": [1.0]}, "I=[1.0] is invalid: I must hold at least 2 currents"),
+        ({"I": [0.0, 2.0, 1.0]}, "I=[0.0, 2.0, 1.0] is invalid: I must be strictly increasing"),
+        ({"Rm": [0.0, 1.0]}, "Rm=[0.0, 1.0] is invalid: every Rm must be > 0"),
+        ({"tau_ref": [-1.0]}, "tau_ref=[-1.0] is invalid: every tau_ref must be >= 0"),
+        (
+            {"tau_ref": [1.0, math.nan]},
+            "tau_ref=[1.0, nan] is invalid: every tau_ref must be finite",
+        ),
+        ({"Rm": [[1.0, 2.0]]}, "Rm has shape (1, 2): Rm must be a number or a non-empty 1-D"),
+        ({"Rm": "big"}, "Rm='big' is invalid: Rm must be a number or a 1-D sequence"),
+        ({"dt": 0}, "dt=0 is invalid: dt must be > 0"),
+    ],
+)
+def test_transfer_grid_refuses_bad_input_naming_it(kwargs, message):
+    args = {"I": [0.0, 1.0, 2.0], "Rm": 1.0, "tau_ref": 1.0, **kwargs}
+    with pytest.raises(ValueError) as err:
+        transfer_grid(args.pop("I"), args.pop("Rm"), args.pop("tau_ref"), **args)
+    assert str(err.value).startswith(message)
+
+
+def test_a_failed_netcdf_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    ds = transfer_grid(WIDGET_I, 1.0, 1.0)
+    path = save_netcdf(ds, tmp_path / "lif_grid.nc")
+    before = path.read_bytes()
+
+    def half_written(self, target, **kwargs):
+        with open(target, "wb") as handle:
+            handle.write(b"\x89HDF\r\n\x1a\n")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", half_written)
+    with pytest.raises(OSError, match="No space left"):
+        save_netcdf(ds, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lif_grid.nc"]
+    assert path.read_bytes() == before
+
+
+def test_distance_map_stripes_come_from_whole_spike_counts():
+    """The stripes along tau_ref that mlplab-lif's caption explains, measured on the default axes.
+
+    With tau_ref a whole number of steps, rounding tau_ref plays no part: the stripes come from
+    counting whole spikes in T (about 10 at tau_ref = 100 ms for T = 1000 ms). The analytic rates
+    give a smooth map, and a 100 times longer T fades the stripes.
+    """
+    I, Rm, tau_ref = grid_axis(0, 2, 50), grid_axis(1, 100, 10), grid_axis(1, 100, 100)
+
+    def stripes(d: np.ndarray) -> float:
+        """Mean |second difference| along tau_ref over its long half (few spikes per curve)."""
+        return float(np.abs(np.diff(d[:, 40:], n=2, axis=1)).mean())
+
+    def simulated(T: float) -> float:
+        return stripes(transfer_grid(I, Rm, tau_ref, T=T, counts="closed_form").distance_to_relu)
+
+    rates = analytic_rate_hz(I, Rm.view(-1, 1, 1), tau_ref.view(1, -1, 1), 10.0, 1.0)
+    smooth = stripes(distance_to_relu(I, rates).numpy())
+    short, long = simulated(1000.0), simulated(100_000.0)
+    assert short > 100 * smooth
+    assert long < short / 10

@@ -8,10 +8,12 @@ for the large tables of bad values and bad checkpoints.
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import signal
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -146,13 +148,12 @@ def test_two_processes_at_once_get_own_folders_and_identical_results(tmp_path) -
 
 # --- exact resume after SIGKILL -----------------------------------------------------------------
 
-# Long enough to be killed mid-way: 12 epochs of 20 minibatches, each its own Lightning batch.
+# Long enough to be killed mid-way: 12 epochs of 20 minibatches.
 STEPS_PER_EPOCH = 20
 EPOCHS = 12
 KILLED = [
     "data.points_per_class=100",
     "data.batch_size=16",
-    "data.steps_per_block=1",
     f"trainer.max_epochs={EPOCHS}",
     "seed=23",
     "logger=none",
@@ -323,8 +324,12 @@ def make_bad_checkpoint(kind: str, good: Path, folder: Path) -> Path:
     elif kind == "truncated":
         path.write_bytes(data[: len(data) // 2])
     elif kind == "flipped_bits":
+        # In the middle of the largest record of torch.save's zip archive (a weight tensor).
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            largest = max(archive.infolist(), key=lambda info: info.compress_size)
         damaged = bytearray(data)
-        middle = len(damaged) // 2
+        start = largest.header_offset + 30 + len(largest.filename.encode()) + len(largest.extra)
+        middle = start + largest.compress_size // 2
         damaged[middle : middle + 8] = bytes(b ^ 0xFF for b in damaged[middle : middle + 8])
         path.write_bytes(bytes(damaged))
     elif kind == "text":
@@ -334,7 +339,7 @@ def make_bad_checkpoint(kind: str, good: Path, folder: Path) -> Path:
     elif kind == "other_architecture":
         # Tensors of a width-8 MLP, a record claiming two layers of 16: train (width 16) and
         # eval (the record's architecture) both find tensors that do not fit.
-        checkpoint["mlplab"]["net"]["hidden_units"] = [16, 16]
+        checkpoint["hyper_parameters"]["built_from"]["model"]["hidden_units"] = [16, 16]
         checkpoint["state_dict"] = {
             k: v[:8] if "Linear_0" in k else v[:, :8] if k.endswith("Output_Linear.weight") else v
             for k, v in checkpoint["state_dict"].items()
@@ -384,6 +389,33 @@ def test_bad_checkpoint_is_refused_in_one_line(good_run, tmp_path, capsys, task,
     assert not (tmp_path / "marker").exists()  # the pickled object was never built
 
 
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("os.system", "refused, its model names 'os.system', which is not a Module class"),
+        ("subprocess.Popen", "refused, its model names 'subprocess.Popen', which is not a Module"),
+        ("mlplab.nowhere.Net", "its model 'mlplab.nowhere.Net' cannot be imported"),
+    ],
+)
+def test_eval_calls_nothing_but_what_builds_a_network(good_run, tmp_path, capsys, target, why):
+    # The record names the callables eval builds from; only module and datamodule classes (or
+    # functions annotated to return one) are ever called.
+    checkpoint = torch.load(good_run / "checkpoints" / "last.ckpt", weights_only=True)
+    marker = tmp_path / "marker"
+    checkpoint["hyper_parameters"]["built_from"]["model"] = {
+        "_target_": target,
+        "_args_": [f"touch {marker}"],
+    }
+    bad = tmp_path / "foreign.ckpt"
+    torch.save(checkpoint, bad)
+    with pytest.raises(SystemExit) as stop:
+        run("eval", tmp_path / "run", f"ckpt_path={bad}", "figures=false")
+    assert stop.value.code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"mlplab-eval: error: checkpoint {bad}: {why}"), line
+    assert not marker.exists()
+
+
 def test_the_marker_checkpoint_would_run_code_if_loaded_unsafely(good_run, tmp_path) -> None:
     """The bait above is real: an unsafe torch.load creates the marker file."""
     bad = make_bad_checkpoint("pickled_object", good_run, tmp_path)
@@ -399,7 +431,9 @@ def test_the_marker_checkpoint_would_run_code_if_loaded_unsafely(good_run, tmp_p
         ("model.activation='Tanh()'", "model.activation='ReLU()' but this run has model"),
         ("loss=torch_ce", "loss='mlplab.models.losses.CrossEntropy' but this run has loss="),
         ("optimizer.lr=0.01", "optimizer.lr=0.001 but this run has optimizer.lr=0.01"),
-        ("optimizer=sgd", "optimizer.lr=0.001 but this run has optimizer.lr=0.1"),
+        ("optimizer=sgd", "optimizer='torch.optim.Adam' but this run has optimizer='torch.opt"),
+        ("data.batch_size=16", "data.batch_size=32 but this run has data.batch_size=16"),
+        ("data.eval_batch_size=10", "data.eval_batch_size=None but this run has data.eval"),
         ("optimizer.weight_decay=0.1", "optimizer.weight_decay=0.0 but this run has optimizer"),
     ],
 )
@@ -469,23 +503,25 @@ BAD_VALUES = [
     ("train", ["data.val_fraction=1.0"], "data.val_fraction"),
     ("train", ["data.val_fraction=0.001"], "data.val_fraction"),
     ("train", ["data.batch_size=2.5"], "data.batch_size"),
-    ("train", ["data.steps_per_block=0"], "data.steps_per_block"),
+    ("train", ["threads=0"], "threads"),
     ("train", ["data.eval_batch_size=-1"], "data.eval_batch_size"),
     ("train", ["+data.shuffle=false"], "data.shuffle"),
     ("train", ["model.activation='Softmax(dim=1)'"], "model.activation"),
     ("train", ["model.activation='__import__(\"os\")'"], "model.activation"),
     ("train", ["model.activation='ReLU(inplace=[1])'"], "model.activation"),
-    ("train", ["model.in_features=3"], "model.in_features"),
-    ("train", ["model.out_features=5"], "model.out_features"),
+    ("train", ["data.num_features=3"], "data.num_features"),
+    ("train", ["data=rings", "data.noise=-1"], "data.noise"),
+    ("train", ["data=rings", "data.num_classes=1"], "data.num_classes"),
+    ("train", ["model.depth=-1"], "model.depth"),
     ("train", ["model.width=many"], "model.width"),
     ("train", ["model.hidden_units=[4,0]"], "model.hidden_units"),
     ("train", ["model.hidden_units=wide"], "model.hidden_units"),
     ("train", ["model.param_budget=0"], "model.param_budget"),
     ("train", ["+model.widht=64"], "model.widht"),
-    ("train", ["optimizer.lr=0"], "optimizer.lr"),
+    ("train", ["optimizer.lr=-1"], "optimizer.lr"),
     ("train", ["optimizer.lr=fast"], "optimizer.lr"),
     ("train", ["optimizer.weight_decay=-1"], "optimizer.weight_decay"),
-    ("train", ["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum"),
+    ("train", ["optimizer=sgd", "optimizer.momentum=-0.5"], "optimizer.momentum"),
     ("train", ["+optimizer.betas=[0.9,1.5]"], "optimizer.betas"),
     ("train", ["+optimizer.nesterov=true"], "optimizer.nesterov"),
     ("train", ["+loss.label_smooth=0.1", "loss=torch_ce"], "loss.label_smooth"),
@@ -493,14 +529,14 @@ BAD_VALUES = [
     ("train", ["trainer.devices=0"], "trainer.devices"),
     ("train", ["trainer.strategy=horovod"], "trainer.strategy"),
     ("train", ["trainer.precision=8"], "trainer.precision"),
-    ("train", ["trainer.deterministic=maybe"], "trainer.deterministic"),
-    ("train", ["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps"),
+    ("train", ["trainer.max_epochs=-2"], "trainer.max_epochs"),
+    ("train", ["+trainer.max_steps=-3"], "trainer.max_steps"),
     ("train", ["+trainer.limit_train_batches=1.5"], "trainer.limit_train_batches"),
-    ("train", ["+trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val"),
-    ("train", ["+trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches"),
+    ("train", ["threads=many"], "threads"),
+    ("train", ["scheduler=one_cycle", "+scheduler.max_lrr=1"], "scheduler.max_lrr"),
     ("train", ["+trainer.max_epoch=3"], "trainer.max_epoch"),
-    ("train", ["callbacks.model_checkpoint.monitor=val/acc"], "callbacks.model_checkpoint.monitor"),
-    ("train", ["callbacks.model_checkpoint.mode=up"], "callbacks.model_checkpoint.mode"),
+    ("train", ["callbacks.model_checkpoint=5"], "callbacks.model_checkpoint"),
+    ("train", ["+callbacks.model_checkpoint.mode=up"], "callbacks.model_checkpoint.mode"),
     ("train", ["grid_size=1"], "grid_size"),
     ("train", ["grid_size=5000"], "grid_size"),
     ("train", ["figures=maybe"], "figures"),

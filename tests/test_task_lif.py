@@ -5,24 +5,24 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import xarray as xr
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import read_metrics, run_cli
-from mlplab.neuron import run_lif
+from mlplab.neuron import RefractoryWarning, run_lif, spike_counts, transfer_grid
 from mlplab.tasks import common
 from mlplab.tasks import lif as lif_task
 from mlplab.tasks.common import ConfigError
 from mlplab.tasks.lif import (
-    _fixed_text,
     _lif_body,
     parse_axis,
     quote_axis_values,
@@ -46,15 +46,14 @@ def run_lif_task(compose_config, tmp_path: Path, overrides: list[str]) -> dict:
     return read_metrics(tmp_path / "run")
 
 
-def read_grid(run_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """The npz (no pickles allowed) and the tidy CSV's columns of a grid run."""
-    with np.load(run_dir / "lif_grid.npz", allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-    with open(run_dir / "lif_grid.csv", newline="") as handle:
-        rows = list(csv.reader(handle))
-    assert rows[0] == ["Rm", "tau_ref", "I", "count", "rate_hz", "analytic_rate_hz"]
-    table = np.array(rows[1:], dtype=float)
-    return arrays, dict(zip(rows[0], table.T, strict=True))
+def read_grid(run_dir: Path) -> xr.Dataset:
+    """The labelled grid a grid run saved, as any reader opens it: xarray.open_dataset."""
+    with xr.open_dataset(run_dir / "lif_grid.nc") as ds:
+        return ds.load()
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 SMALL_SWEEP = ["lif.Rm={start:1,stop:100,num:6,log:true}", "lif.tau_ref=[0,1,5,20,100]"]
@@ -98,24 +97,6 @@ def test_quote_axis_values_only_where_hydra_cannot_merge():
         "-m",
         "+lif.Rm='[1]'",
     ]
-
-
-def test_fixed_point_csv_text():
-    values = np.array([0, 1e-7, 6e-7, 0.5, 12.5, 100, 123.4567894, -3.25, -1e-9, 999999.9999999])
-    text = [bytes(b).replace(b"\0", b"").decode() for b in _fixed_text(values, 6)]
-    assert text == [
-        "0",
-        "0",
-        "0.000001",
-        "0.5",
-        "12.5",
-        "100",
-        "123.456789",
-        "-3.25",
-        "0",
-        "1000000",
-    ]
-    assert [float(t) for t in text] == pytest.approx(values, abs=5e-7)
 
 
 # --- trace ---------------------------------------------------------------------------------------
@@ -170,21 +151,21 @@ def test_fi_counts_equal_the_tutorial_widget(compose_config, tmp_path):
     ]
     record = run_lif_task(compose_config, tmp_path, overrides)
     assert record["status"] == "ok"
-    arrays, table = read_grid(tmp_path / "run")
-    assert arrays["counts"].shape == (2, 3, 10)
+    ds = read_grid(tmp_path / "run")
+    assert ds.spike_count.shape == (2, 3, 10)
     Is = torch.linspace(0, 2, 10)
     for Rm, tau_ref in [(1, 1), (1, 10), (50, 5)]:
         oracle = [
             int(torch.sum(run_LIF(I, T=1000, dt=1, Vth=1, Rm=Rm, tau_ref=tau_ref)[1] > 1))
             for I in Is
         ]
-        r, t = [1, 50].index(Rm), [1, 5, 10].index(tau_ref)
-        assert arrays["counts"][r, t].tolist() == oracle, (Rm, tau_ref)
+        # Selected by coordinate, as a reader of the file would.
+        assert ds.spike_count.sel(Rm=Rm, tau_ref=tau_ref).values.tolist() == oracle
     metrics = record["metrics"]
     assert metrics["lif/neurons"] == 60 and metrics["lif/curves"] == 6
-    assert metrics["lif/max_count"] == arrays["counts"].max()
+    assert metrics["lif/max_count"] == ds.spike_count.max()
     assert (tmp_path / "run" / "fi_curves.png").read_bytes().startswith(PNG_SIGNATURE)
-    np.testing.assert_array_equal(table["count"], arrays["counts"].reshape(-1))
+    assert not (tmp_path / "run" / "lif_grid.csv").exists()  # only with save_csv=true
 
 
 def test_fi_figure_overlays_analytic_curves_in_count_units(compose_config, tmp_path):
@@ -195,12 +176,18 @@ def test_fi_figure_overlays_analytic_curves_in_count_units(compose_config, tmp_p
     result = run_grid(spec)
     (ax,) = fi_figure(spec, result, [(0, 0), (1, 0)], "count").axes
     simulated, _, analytic, _, _ = ax.lines
-    np.testing.assert_array_equal(simulated.get_ydata(), result.counts[0, 0].numpy())
+    np.testing.assert_array_equal(simulated.get_ydata(), result.data.spike_count[0, 0].values)
     # Analytic rate (per ms) times the 1000 simulated ms: a spike count.
     x = analytic.get_xdata()
     expected = [1000 / (2 + 10 * math.log(i / (i - 1))) if i > 1 else 0.0 for i in x]
     np.testing.assert_allclose(analytic.get_ydata(), expected, rtol=1e-9)
     assert ax.get_ylabel() == "Spike count in 1000 ms"
+    assert (ax.get_xlabel(), ax.get_title()) == (
+        "I (mA)",
+        "LIF transfer function\n(Cm=10 uF, Vth=1 V, T=1000 ms, dt=1 ms, euler)",
+    )
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["Rm=1 kOhm, tau_ref=2 ms", "Rm=100 kOhm, tau_ref=2 ms", "analytic (dashed)"]
 
 
 # --- sweeps --------------------------------------------------------------------------------------
@@ -212,7 +199,7 @@ def test_closed_form_and_simulated_sweeps_agree_exactly(compose_config, tmp_path
     for how in ("simulate", "closed_form"):
         record = run_lif_task(compose_config, tmp_path / how, [*base, f"counts={how}"])
         assert record["status"] == "ok"
-        counts[how] = read_grid(tmp_path / how / "run")[0]["counts"]
+        counts[how] = read_grid(tmp_path / how / "run").spike_count.values
     assert counts["simulate"].shape == (6, 5, 20)
     np.testing.assert_array_equal(counts["simulate"], counts["closed_form"])
     assert counts["simulate"].max() > 100  # tau_ref=0 neurons fire fast: not a trivial grid
@@ -225,18 +212,24 @@ def test_exact_simulation_matches_analytic_rate_and_files_agree(compose_config, 
         "method=exact",
         "lif.dt=0.1",
         "rate_at_I=1.1",
+        "save_csv=true",
     ]
     record = run_lif_task(compose_config, tmp_path, overrides)
     assert record["status"] == "ok"
     run_dir = tmp_path / "run"
-    arrays, table = read_grid(run_dir)
-    Rm, tau_ref, I = arrays["Rm"], arrays["tau_ref"], arrays["I"]
+    ds = read_grid(run_dir)
+    Rm, tau_ref, I = ds.Rm.values, ds.tau_ref.values, ds.I.values
     assert Rm.tolist() == pytest.approx([1, 2.5119, 6.3096, 15.849, 39.811, 100], rel=1e-4)
     assert tau_ref.tolist() == [0, 1, 5, 20, 100]
-    counts, rate, analytic = arrays["counts"], arrays["rate_hz"], arrays["analytic_rate_hz"]
-    assert int(arrays["steps"]) == 10_000 and str(arrays["method"]) == "exact"
+    assert ds.attrs["steps"] == 10_000 and ds.attrs["method"] == "exact"
+    assert (ds.attrs["T"], ds.attrs["dt"], ds.attrs["Cm"], ds.attrs["Vth"]) == (1000, 0.1, 10, 1)
+
+    # The file is the grid the library computes for these settings, exactly.
+    expected = transfer_grid(I, Rm, tau_ref, T=1000, dt=0.1, method="exact")
+    xr.testing.assert_identical(ds, expected)
 
     # Simulated (exact integration, dt = 0.1 ms) against the continuous-time rate.
+    counts, rate, analytic = ds.spike_count.values, ds.rate.values, ds.analytic_rate.values
     np.testing.assert_array_equal(rate, counts / 1.0)  # 1000 ms: Hz = count
     drive = Rm[:, None, None] * I[None, None, :] * np.ones((1, 5, 1))
     supra = drive > 1
@@ -245,13 +238,26 @@ def test_exact_simulation_matches_analytic_rate_and_files_agree(compose_config, 
     assert np.all(error[supra] <= 0.02 * analytic[supra] + 1.0), error[supra].max()
     assert np.all(rate[~supra] == 0) and np.all(analytic[~supra] == 0)
 
-    # The tidy CSV: one row per neuron, Rm slowest, I fastest, same numbers as the npz.
+    # The tidy CSV (save_csv=true): one row per neuron, Rm slowest, I fastest, same numbers.
+    table = pd.read_csv(run_dir / "lif_grid.csv")
+    assert list(table.columns) == [
+        "Rm",
+        "tau_ref",
+        "I",
+        "spike_count",
+        "rate",
+        "analytic_rate",
+        "rate_error",
+    ]
     grid = np.meshgrid(Rm, tau_ref, I, indexing="ij")
     for name, values in zip(("Rm", "tau_ref", "I"), grid, strict=True):
         np.testing.assert_array_equal(table[name], values.reshape(-1))
-    np.testing.assert_array_equal(table["count"], counts.reshape(-1))
-    np.testing.assert_array_equal(table["rate_hz"], rate.reshape(-1))
-    np.testing.assert_allclose(table["analytic_rate_hz"], analytic.reshape(-1), rtol=0, atol=5e-7)
+    np.testing.assert_array_equal(table["spike_count"], counts.reshape(-1))
+    np.testing.assert_array_equal(table["rate"], rate.reshape(-1))
+    # float32 columns are written as their shortest round-trip text: exact as float32.
+    for name in ("analytic_rate", "rate_error"):
+        column = table[name].to_numpy(dtype=np.float32)
+        np.testing.assert_array_equal(column, ds[name].values.reshape(-1))
 
     # ... and the same numbers as metrics.json.
     metrics = record["metrics"]
@@ -260,9 +266,12 @@ def test_exact_simulation_matches_analytic_rate_and_files_agree(compose_config, 
     assert metrics["lif/steps"] == 10_000
     assert metrics["lif/mean_rate_hz"] == pytest.approx(rate.mean(), rel=1e-12)
     assert metrics["lif/max_rate_hz"] == rate.max()
-    assert metrics["lif/max_abs_rate_error_hz"] == pytest.approx(error.max(), rel=1e-12)
+    assert metrics["lif/max_abs_rate_error_hz"] == pytest.approx(
+        np.abs(ds.rate_error.values).max(), rel=1e-12
+    )
+    assert metrics["lif/max_abs_rate_error_hz"] == pytest.approx(error.max(), rel=1e-6)
     assert metrics["lif/distance_to_relu_min"] == pytest.approx(
-        np.nanmin(arrays["distance_to_relu"]), rel=1e-12
+        np.nanmin(ds.distance_to_relu.values), rel=1e-12
     )
     assert metrics["lif/rate_at_I"] == pytest.approx(I[np.argmin(np.abs(I - 1.1))])
     for name in SWEEP_FIGURES:
@@ -277,6 +286,23 @@ def test_exact_simulation_matches_analytic_rate_and_files_agree(compose_config, 
     assert (run_dir / "tensorboard" / "hparams.yaml").read_text().startswith("mode: sweep")
 
 
+def test_default_sweep_folder_is_under_5_mb_and_selects_like_spike_counts(compose_config, tmp_path):
+    # The default grid (100 Rm x 100 tau_ref x 50 I, T=1000 ms, dt=1 ms) with every default
+    # output: netCDF, four figures, TensorBoard events, metrics.json.
+    record = run_lif_task(compose_config, tmp_path, ["counts=closed_form"])
+    assert record["status"] == "ok" and record["metrics"]["lif/neurons"] == 500_000
+    run_dir = tmp_path / "run"
+    assert folder_bytes(run_dir) < 5_000_000, folder_bytes(run_dir)
+    assert not list(run_dir.glob("*.csv")) and not list(run_dir.glob("*.npz"))
+    ds = read_grid(run_dir)
+    assert dict(ds.sizes) == {"Rm": 100, "tau_ref": 100, "I": 50}
+    # Select Rm=50 by coordinate: the counts spike_counts gives for that point (float32, Euler).
+    I = torch.tensor(ds.I.values)
+    for tau_ref in (1.0, 37.0, 100.0):
+        selected = ds.spike_count.sel(Rm=50, tau_ref=tau_ref).values
+        np.testing.assert_array_equal(selected, spike_counts(I, 50.0, tau_ref).numpy())
+
+
 def test_distance_to_relu_falls_as_Rm_grows_and_tau_ref_shrinks(compose_config, tmp_path):
     """The tutorial's Think! question: infinite Rm and small tau_ref make the neuron a ReLU."""
     overrides = [
@@ -288,7 +314,7 @@ def test_distance_to_relu_falls_as_Rm_grows_and_tau_ref_shrinks(compose_config, 
         "logger=none",
     ]
     record = run_lif_task(compose_config, tmp_path, overrides)
-    d = read_grid(tmp_path / "run")[0]["distance_to_relu"]  # (Rm, tau_ref)
+    d = read_grid(tmp_path / "run").distance_to_relu.values  # (Rm, tau_ref)
     assert d.shape == (8, 8) and not np.isnan(d).any()
     # The extreme corners: large Rm, short refractory period against the opposite.
     assert d[-1, 0] < d[0, -1] / 5
@@ -316,6 +342,82 @@ def test_coarse_euler_step_warns_once_naming_the_values(compose_config, tmp_path
     caplog.clear()
     run_lif_task(compose_config, tmp_path, [*overrides, "method=exact", "logger=none"])
     assert not [r for r in caplog.records if r.name == "mlplab"]
+
+
+def test_sweep_figures_have_units_a_log_rate_scale_and_the_stripes_caption(compose_config):
+    from matplotlib.colors import LogNorm
+
+    from mlplab.tasks.lif import run_grid, sweep_figures
+
+    cfg = compose_lif(compose_config, ["lif.Rm.num=4", "lif.tau_ref.num=5", "lif.I.num=9"])
+    spec = validate_lif_config(cfg)
+    figures = sweep_figures(spec, run_grid(spec))
+    assert sorted(figures) == sorted(SWEEP_FIGURES)
+    rate_ax, rate_bar = figures["rate_heatmap"].axes
+    assert rate_ax.get_title() == "Firing rate at I=2 mA (euler, dt=1 ms, T=1000 ms)"
+    assert isinstance(rate_ax.collections[0].norm, LogNorm)
+    assert rate_bar.get_ylabel() == "simulated firing rate (Hz)"
+    for name in ("rate_heatmap", "rate_error_heatmap", "distance_to_relu"):
+        ax = figures[name].axes[0]
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("Rm (kOhm)", "tau_ref (ms)"), name
+    assert figures["rate_error_heatmap"].axes[1].get_ylabel().endswith("(Hz)")
+    distance_title = figures["distance_to_relu"].axes[0].get_title()
+    assert distance_title.endswith("(Cm=10 uF, Vth=1 V, euler, dt=1 ms, T=1000 ms)")
+    (caption,) = figures["distance_to_relu"].texts
+    assert (
+        caption.get_text()
+        .replace("\n", " ")
+        .startswith(
+            "Stripes along tau_ref: each curve counts whole spikes in T=1000 ms (at most 10 at "
+            "tau_ref=100 ms)"
+        )
+    )
+    fi_ax = figures["fi_curves"].axes[0]
+    assert fi_ax.get_title().startswith("LIF transfer function\n(Cm=10 uF, Vth=1 V, T=1000 ms")
+    assert all(" kOhm, tau_ref=" in t.get_text() for t in fi_ax.get_legend().get_texts()[:-1])
+
+
+def test_refractory_warning_is_one_log_line_naming_the_keys(compose_config, tmp_path, caplog):
+    overrides = ["lif.Rm=[1,10]", "lif.tau_ref=[0.5,1,2]", "lif.I.num=5", "logger=none"]
+    with caplog.at_level(logging.WARNING, logger="mlplab"), warnings.catch_warnings():
+        warnings.simplefilter("error", RefractoryWarning)  # the library's own would fail here
+        record = run_lif_task(compose_config, tmp_path, [*overrides, "counts=closed_form"])
+    assert record["status"] == "ok"
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "mlplab"]
+    assert message.startswith(
+        "lif.tau_ref and lif.dt: tau_ref=0.5 ms is shorter than the time step dt=1 ms: the model "
+        "rounds the refractory period down to whole steps (tau_ref=0.5 ms holds 0 steps = 0 ms) "
+        "and fires at most once per step"
+    )
+    assert message.endswith("use a dt that divides tau_ref, e.g. dt=0.5 ms")
+    assert "\n" not in message
+    # The figure says it too: the distance map's caption.
+    from mlplab.tasks.lif import run_grid, stripes_caption
+
+    spec = validate_lif_config(compose_lif(compose_config, overrides))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_grid(spec)
+    assert "tau_ref is also not a whole number of steps of dt=1 ms" in stripes_caption(spec, result)
+
+    # A multiple of dt: nothing said, and no such sentence in the caption.
+    caplog.clear()
+    whole = ["lif.Rm=[1,10]", "lif.tau_ref=[0.5,1,2]", "lif.dt=0.5", "lif.I.num=5", "logger=none"]
+    with caplog.at_level(logging.WARNING, logger="mlplab"):
+        assert run_lif_task(compose_config, tmp_path / "whole", whole)["status"] == "ok"
+    assert not [r for r in caplog.records if r.name == "mlplab"]
+    spec = validate_lif_config(compose_lif(compose_config, whole))
+    assert "not a whole number" not in stripes_caption(spec, run_grid(spec))
+
+    # In a trace, with the trace's keys.
+    caplog.clear()
+    trace = ["mode=trace", "trace.tau_ref=10.05", "logger=none"]
+    with caplog.at_level(logging.WARNING, logger="mlplab"):
+        assert run_lif_task(compose_config, tmp_path / "trace", trace)["status"] == "ok"
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "mlplab"]
+    assert message.startswith(
+        "trace.tau_ref and trace.dt: tau_ref=10.05 ms is not a whole number of time steps dt=0.1 ms"
+    )
 
 
 # --- bad values ----------------------------------------------------------------------------------
@@ -349,6 +451,7 @@ def test_coarse_euler_step_warns_once_naming_the_values(compose_config, tmp_path
         (["lif.T=1e9"], "lif.dt", "1"),
         (["lif.Rm.num=1001", "lif.tau_ref.num=1000"], "lif", "'1001 Rm x 1000 tau_ref x 50 I'"),
         (["rate_at_I=3"], "rate_at_I", "3"),
+        (["save_csv=maybe"], "save_csv", "'maybe'"),
         (["mode=fi", "fi.units=khz"], "fi.units", "'khz'"),
         (["mode=fi", "fi.Rm={start:1,stop:10,num:10}"], "fi.Rm", "'{start:1,stop:10,num:10}'"),
         (["mode=trace", "trace.dt=-0.1"], "trace.dt", "-0.1"),
@@ -380,8 +483,8 @@ def test_bad_values_fail_before_work_naming_the_key(
 def test_a_failed_grid_write_on_the_writer_thread_fails_the_run(
     compose_config, tmp_path, monkeypatch, capsys
 ):
-    # The npz and CSV are written on a second thread while the figures render; its error must
-    # reach the run (exit 1, metrics.json says failed), not vanish with the thread.
+    # The netCDF file (and CSV) are written on a second thread while the figures render; its
+    # error must reach the run (exit 1, metrics.json says failed), not vanish with the thread.
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
@@ -409,7 +512,7 @@ def test_cli_trace_and_fi_runs(tmp_path):
     _, Vm_ref = run_LIF(3)
     assert record["metrics"]["lif/spike_count"] == int(torch.sum(Vm_ref > 1))
     assert (run_dir / "trace.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert "I=3, Rm=1, Cm=10, tau_ref=10, T=50 ms:" in proc.stdout
+    assert "I=3 mA, Rm=1 kOhm, Cm=10 uF, tau_ref=10 ms, T=50 ms:" in proc.stdout
 
     # A list on the command line replaces the default {start, stop, num, log} of lif.I.
     proc = run_cli(
@@ -426,14 +529,14 @@ def test_cli_trace_and_fi_runs(tmp_path):
     (run_dir,) = (tmp_path / "fi" / "lif" / "runs").iterdir()
     record = read_metrics(run_dir)
     assert record["overrides"][-2] == "lif.I='[0.5,1.5,2]'"
-    arrays, _ = read_grid(run_dir)
-    assert arrays["I"].tolist() == [0.5, 1.5, 2.0]
-    for r, Rm in enumerate((1, 50)):
+    ds = read_grid(run_dir)
+    assert ds.I.values.tolist() == [0.5, 1.5, 2.0]
+    for Rm in (1, 50):
         oracle = [
             int(torch.sum(run_LIF(I, T=1000, dt=1, Rm=Rm, tau_ref=5)[1] > 1))
             for I in (0.5, 1.5, 2.0)
         ]
-        assert arrays["counts"][r, 0].tolist() == oracle
+        assert ds.spike_count.sel(Rm=Rm, tau_ref=5).values.tolist() == oracle
     assert (run_dir / "fi_curves.png").read_bytes().startswith(PNG_SIGNATURE)
 
 

@@ -8,17 +8,20 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.collections import PathCollection, QuadMesh
-from matplotlib.colors import to_rgba
+from matplotlib.colors import LogNorm, to_rgba
 from matplotlib.figure import Figure
 
 from conftest import python_output
 from mlplab.approx.relu import approximate_function
+from mlplab.neuron import transfer_grid
 from mlplab.viz import (
+    add_caption,
     figure_to_array,
     figure_to_png,
     plot_decision_map,
     plot_fi_curves,
     plot_function_approximation,
+    plot_grid_heatmap,
     plot_heatmap,
     plot_lif_trace,
     plot_metric_vs,
@@ -224,7 +227,8 @@ def test_lif_trace_marks_the_tutorials_spikes():
     assert len(spikes.get_offsets()) == n_spikes
     np.testing.assert_allclose(spikes.get_offsets()[:, 0], time_[Vm > 1].numpy())
     assert ax.get_title() == "LIF Neuron Output"
-    assert (ax.get_xlabel(), ax.get_ylabel()) == ("Time (msec)", "Membrane Potential (V)")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("Time (ms)", "Membrane Potential (V)")
+    assert legend_texts(ax) == ["threshold $V_{th}$=1 V", f"spikes ({n_spikes})"]
 
 
 def test_lif_trace_several_traces():
@@ -362,3 +366,76 @@ def test_viz_does_not_touch_pyplot():
         "print('matplotlib.pyplot' in sys.modules)"
     )
     assert python_output(code) == "False"
+
+
+# --- LIF grids: units from the Dataset, log colour scale, captions ----------------------------
+
+
+@pytest.fixture(scope="module")
+def lif_grid():
+    """A small grid with silent neurons (Rm*I <= Vth) at I=0.5 mA."""
+    return transfer_grid(
+        torch.linspace(0, 2, 5), [0.75, 1.0, 4.0, 10.0], [1.0, 10.0, 100.0], counts="closed_form"
+    )
+
+
+def test_grid_heatmap_labels_carry_units_and_rates_use_a_log_scale(lif_grid):
+    rate = lif_grid.rate.sel(I=2.0).transpose("tau_ref", "Rm")
+    fig = plot_grid_heatmap(rate, title="Firing rate at I=2 mA", log_color=True)
+    ax, cbar_ax = fig.axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("Rm (kOhm)", "tau_ref (ms)")
+    assert cbar_ax.get_ylabel() == "simulated firing rate (Hz)"
+    (mesh,) = ax.collections
+    # Cells follow (tau_ref, Rm); the colour scale is logarithmic over the rates.
+    np.testing.assert_array_equal(mesh.get_array(), rate.values)
+    assert isinstance(mesh.norm, LogNorm)
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (rate.values.min(), rate.values.max())
+    assert rate.values.max() / rate.values.min() > 5  # tau_ref sets a decade of rates
+    assert len(fig.texts) == 0  # nothing silent at 2 mA: no caption
+
+    # At 0.5 mA, Rm <= 2 kOhm is silent: those cells are grey, and a caption says so.
+    silent = lif_grid.rate.sel(I=0.5).transpose("tau_ref", "Rm")
+    assert (silent.values == 0).any() and (silent.values > 0).any()
+    fig = plot_grid_heatmap(silent, title="at 0.5 mA", log_color=True)
+    (mesh,) = fig.axes[0].collections
+    assert mesh.norm.vmin == silent.values[silent.values > 0].min()
+    assert to_rgba(mesh.cmap.get_bad()) == to_rgba("lightgrey")
+    (caption,) = fig.texts
+    assert caption.get_text() == "Grey cells: 0 Hz (off the log colour scale)."
+    with pytest.raises(ValueError, match="log_color needs at least one value > 0"):
+        plot_grid_heatmap(lif_grid.rate.sel(I=0.0).T, title="silent", log_color=True)
+    with pytest.raises(ValueError, match="expected a 2-D DataArray"):
+        plot_grid_heatmap(lif_grid.rate, title="3-D")
+
+
+def test_grid_heatmap_of_a_dimensionless_variable_and_a_signed_one(lif_grid):
+    fig = plot_grid_heatmap(lif_grid.distance_to_relu.T, title="d")
+    assert fig.axes[1].get_ylabel() == "RMS residual of the best ReLU fit / max rate"  # units 1
+    fig = plot_grid_heatmap(lif_grid.rate_error.sel(I=2.0).T, title="e", symmetric=True)
+    (mesh,) = fig.axes[0].collections
+    assert mesh.norm.vmin == -mesh.norm.vmax
+    assert fig.axes[1].get_ylabel() == "simulated minus analytic firing rate (Hz)"
+
+
+def test_caption_adds_a_band_under_the_axes_without_resizing_them(lif_grid, tmp_path):
+    fig = plot_grid_heatmap(lif_grid.distance_to_relu.T, title="d")
+    fig.set_layout_engine("none")
+    height = fig.get_size_inches()[1]
+    before = [ax.get_position().bounds for ax in fig.axes]
+    caption = "Stripes along tau_ref: " + "word " * 40
+    add_caption(fig, caption)
+    (text,) = fig.texts
+    assert text.get_text().replace("\n", " ") == caption.strip()
+    lines = text.get_text().count("\n") + 1
+    assert lines == 3
+    new_height = fig.get_size_inches()[1]
+    assert new_height > height
+    for (x0, y0, w, h), ax in zip(before, fig.axes, strict=True):
+        nx0, ny0, nw, nh = ax.get_position().bounds
+        # Same size in inches, same horizontal place, moved up by the band.
+        assert (nx0, nw) == (x0, w)
+        assert nh * new_height == pytest.approx(h * height)
+        assert ny0 * new_height == pytest.approx(y0 * height + (new_height - height))
+    # The text sits in the band, under the lowest axes.
+    assert text.get_position()[1] < min(ax.get_position().y0 for ax in fig.axes)
+    assert figure_to_png(fig, tmp_path / "captioned.png").startswith(PNG_SIGNATURE)

@@ -1,14 +1,16 @@
-"""LightningDataModule for the tutorial's spiral split, served from in-memory tensors."""
+"""LightningDataModules over generated in-memory tensors (the spiral), as standard DataLoaders."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mlplab.checks import check_int, check_number, invalid
 from mlplab.data.spiral import make_spiral, shuffle_split
 
 Batch = tuple[Tensor, Tensor]
@@ -20,116 +22,254 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(state) >> 1  # torch.Generator.manual_seed wants a non-negative int64
 
 
-class EpochPermutation:
-    """Training order of one epoch: a permutation seeded by (seed, epoch), sharded by rank.
+class TensorPairs(Dataset[Batch]):
+    """In-memory ``(X, y)`` pairs that the DataLoader indexes a whole minibatch at a time.
 
-    Lightning calls :meth:`set_epoch` before each epoch (also after a resume), so a resumed run
-    sees the same batches as an uninterrupted one. Under DDP each rank takes every
-    ``world_size``-th index of the padded permutation, as ``DistributedSampler`` does.
+    ``torch.utils.data.DataLoader`` calls ``__getitems__`` with a minibatch's indices when a
+    dataset has it, so a minibatch is one tensor gather instead of ``batch_size`` item look-ups
+    followed by a collate; pass :func:`keep_batch` as the DataLoader's ``collate_fn``.
+
+    Args:
+        X: Inputs, shape ``(n, num_features)``.
+        y: Class labels, shape ``(n,)``.
     """
 
-    def __init__(
-        self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
-    ) -> None:
+    def __init__(self, X: Tensor, y: Tensor) -> None:
+        if len(X) != len(y):
+            raise ValueError(f"X and y have {len(X)} and {len(y)} rows: they must match")
+        self.X, self.y = X, y
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.X[index], self.y[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.X[index], self.y[index]
+
+
+def keep_batch(batch: Batch) -> Batch:
+    """``collate_fn`` for :class:`TensorPairs`: the gathered minibatch is already a batch."""
+    return batch
+
+
+class EpochRandomSampler(Sampler[int]):
+    """A random permutation per epoch, seeded by (seed, epoch) instead of a running generator.
+
+    Lightning calls :meth:`set_epoch` before every training epoch (also after a resume), so
+    epoch e's order is the same whether the run was interrupted or not. Under DDP Lightning wraps
+    this sampler in its ``DistributedSamplerWrapper``, which forwards ``set_epoch`` and gives each
+    rank its shard.
+
+    Args:
+        num_samples: Size of the dataset.
+        seed: The run's seed.
+    """
+
+    def __init__(self, num_samples: int, seed: int) -> None:
         self.num_samples = num_samples
         self.seed = seed
-        self.shuffle = shuffle
-        self.rank = rank
-        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose permutation :meth:`indices` returns."""
+        """Select the epoch whose permutation the next iteration yields."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.world_size)
+        return self.num_samples
 
-    def indices(self) -> Tensor:
-        """Indices of this rank's samples for the current epoch."""
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-            order = torch.randperm(self.num_samples, generator=generator)
-        else:
-            order = torch.arange(self.num_samples)
-        padded = len(self) * self.world_size
-        if padded > self.num_samples:  # equal shard sizes keep DDP ranks in step
-            order = torch.cat([order, order[: padded - self.num_samples]])
-        return order[self.rank :: self.world_size]
+    def permutation(self) -> Tensor:
+        """Epoch ``self.epoch``'s order: ``randperm`` with a generator seeded by (seed, epoch)."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.permutation().tolist())
 
 
-class TensorBlocks:
-    """Iterable of training *blocks*: lists of ``(x, y)`` minibatches cut from in-memory tensors.
+def tensor_loader(
+    X: Tensor, y: Tensor, batch_size: int, sampler: Sampler[int] | None = None
+) -> DataLoader:
+    """A standard DataLoader over in-memory tensors, one gather per minibatch, in this process.
 
-    A block is what Lightning sees as one batch. With ``steps_per_block=None`` a block holds the
-    whole epoch, so Lightning's per-batch bookkeeping (about a millisecond) is paid once per epoch
-    instead of once per optimizer step, which for this tiny MLP costs more than the step itself.
-    ``steps_per_block=1`` gives the classic one-minibatch-per-batch loop.
+    With no ``sampler`` the order is fixed (``shuffle=False``), as for validation and test.
+    """
+    return DataLoader(
+        TensorPairs(X, y),
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False if sampler is None else None,
+        collate_fn=keep_batch,
+    )
+
+
+def sequential_loader(loader: object, max_batch_size: int = 8192) -> object:
+    """The samples of ``loader`` in their stored order, in minibatches of up to ``max_batch_size``.
+
+    For an evaluation pass over a split (the tutorial's accuracy on the training samples): a
+    DataLoader over a sized dataset is rebuilt without its sampler and with its own
+    ``collate_fn``; any other iterable of ``(x, y)`` batches is returned as it is.
+    """
+    dataset = getattr(loader, "dataset", None)
+    if not isinstance(loader, DataLoader) or not hasattr(dataset, "__len__"):
+        return loader
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        return loader
+    batch_size = max(1, min(len(dataset), max_batch_size))
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=loader.collate_fn)
+
+
+def count_samples(loader: object) -> int:
+    """Samples a loader serves: the length of its dataset, else counted batch by batch."""
+    try:
+        return len(loader.dataset)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return sum(len(y) for _, y in loader)  # type: ignore[attr-defined]
+
+
+def loader_tensors(loader: object) -> tuple[Tensor, Tensor]:
+    """All ``(x, y)`` batches of ``loader`` concatenated: inputs (N, ...) and labels (N,)."""
+    xs, ys = [], []
+    for x, y in loader:
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(xs), torch.cat(ys)
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Generated in-memory ``(X, y)`` tensors, split as the tutorial splits the spiral.
+
+    A subclass makes the data (:meth:`make_data`, from a generator seeded by ``seed``) and
+    records its own constructor arguments with ``self.save_hyperparameters()``; this class
+    checks the arguments every such dataset shares, shuffles and splits with
+    :func:`mlplab.data.spiral.shuffle_split` (``int(test_fraction * N)`` test samples), carves the
+    first ``int(val_fraction * n_train)`` training samples off as the validation set when
+    ``val_fraction > 0``, and serves standard DataLoaders. The training order of epoch e is a
+    permutation seeded by (seed, e) (:class:`EpochRandomSampler`), so a resumed run sees the
+    batches an uninterrupted one would. :mod:`mlplab.data.rings` is the pattern to copy.
+
+    Args:
+        num_classes: Classes K; labels are 0..K-1.
+        num_features: Input size F; points have shape (F,).
+        num_samples: Samples :meth:`make_data` returns (for the split sizes).
+        test_fraction: Fraction of all samples held out for test, in (0, 1).
+        val_fraction: Fraction of the training part held out for validation; 0 disables it.
+        batch_size: Training minibatch size.
+        seed: Seeds the data, the split and the per-epoch training order.
+        eval_batch_size: Minibatch size for validation and test; None evaluates in one batch.
+
+    Raises:
+        ValueError: ``name=value is invalid: ...`` for a bad argument, including fractions that
+            leave an empty split.
     """
 
     def __init__(
         self,
-        X: Tensor,
-        y: Tensor,
-        batch_size: int,
-        sampler: EpochPermutation,
-        steps_per_block: int | None = None,
+        num_classes: int,
+        num_features: int,
+        num_samples: int,
+        test_fraction: float = 0.2,
+        val_fraction: float = 0.0,
+        batch_size: int = 128,
+        seed: int = 2021,
+        eval_batch_size: int | None = None,
     ) -> None:
-        self.X, self.y = X, y
-        self.batch_size = batch_size
-        self.sampler = sampler  # the attribute name Lightning looks for to call set_epoch
-        self.steps_per_block = steps_per_block
+        super().__init__()
+        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self.test_fraction = check_number(
+            "test_fraction", test_fraction, 0.0, 1.0, low_open=True, high_open=True
+        )
+        self.val_fraction = check_number("val_fraction", val_fraction, 0.0, 1.0, high_open=True)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1, optional=True)
+        n_test = int(test_fraction * num_samples)
+        if not 1 <= n_test < num_samples:
+            raise invalid(
+                "test_fraction",
+                test_fraction,
+                f"leaves an empty test or training split of the {num_samples} samples",
+            )
+        n_train = num_samples - n_test
+        if val_fraction > 0 and not 1 <= int(val_fraction * n_train) < n_train:
+            raise invalid(
+                "val_fraction",
+                val_fraction,
+                f"leaves an empty validation or training split of {n_train} samples",
+            )
+        self.X_train = self.y_train = self.X_val = self.y_val = self.X_test = self.y_test = None
 
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps in one epoch (the last minibatch may be smaller)."""
-        return -(-len(self.sampler) // self.batch_size)
+    def make_data(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The whole dataset: X of shape (N, num_features), y int64 of shape (N,).
 
-    def __len__(self) -> int:
-        steps = self.steps_per_epoch()
-        return 1 if self.steps_per_block is None else -(-steps // self.steps_per_block)
+        Draw every random number from ``generator`` (seeded by ``seed``), never the global RNG.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement make_data")
 
-    def __iter__(self) -> Iterator[list[Batch]]:
-        idx = self.sampler.indices()
-        # One gather per epoch, then views: no per-sample indexing, no collate.
-        xs = self.X[idx].split(self.batch_size)
-        ys = self.y[idx].split(self.batch_size)
-        batches = list(zip(xs, ys, strict=True))
-        size = len(batches) if self.steps_per_block is None else self.steps_per_block
-        for start in range(0, len(batches), size):
-            yield batches[start : start + size]
+    def prepare_data(self) -> None:
+        """Nothing to download: the data is generated in :meth:`setup`."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Generate and split the data (once; later calls are no-ops)."""
+        if self.X_train is not None:
+            return
+        X, y = self.make_data(torch.Generator().manual_seed(self.seed))
+        X_train, y_train, self.X_test, self.y_test = shuffle_split(
+            X, y, self.test_fraction, self.seed
+        )
+        n_val = int(self.val_fraction * len(X_train))
+        self.X_val, self.y_val = X_train[:n_val], y_train[:n_val]
+        self.X_train, self.y_train = X_train[n_val:], y_train[n_val:]
+
+    @property
+    def has_validation(self) -> bool:
+        """True when a validation split exists (``val_fraction > 0``)."""
+        return self.val_fraction > 0
+
+    def _eval_batch_size(self, n: int) -> int:
+        return self.eval_batch_size or max(n, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        """Training minibatches of ``batch_size`` in the (seed, epoch) order."""
+        sampler = EpochRandomSampler(len(self.X_train), self.seed)
+        return tensor_loader(self.X_train, self.y_train, self.batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation split; an empty list (no validation loop) when there is none."""
+        if not self.has_validation:
+            return []
+        return tensor_loader(self.X_val, self.y_val, self._eval_batch_size(len(self.X_val)))
+
+    def test_dataloader(self) -> DataLoader:
+        """The test split, in its stored order."""
+        return tensor_loader(self.X_test, self.y_test, self._eval_batch_size(len(self.X_test)))
 
 
-class TensorBatches:
-    """Iterable of ``(x, y)`` minibatches in a fixed order, for validation and test."""
-
-    def __init__(self, X: Tensor, y: Tensor, batch_size: int | None = None) -> None:
-        self.X, self.y = X, y
-        self.batch_size = batch_size or max(len(X), 1)
-
-    def __len__(self) -> int:
-        return -(-len(self.X) // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return iter(zip(self.X.split(self.batch_size), self.y.split(self.batch_size), strict=True))
-
-
-class SpiralDataModule(pl.LightningDataModule):
-    """The tutorial's spiral data, split into train (and optional validation) and test parts.
+class SpiralDataModule(TensorDataModule):
+    """The tutorial's spiral data (:func:`mlplab.data.spiral.make_spiral`) and its split.
 
     Data and split are seeded from ``seed`` exactly as the tutorial does, so ``seed=2021`` gives
-    the tutorial's ``X_train, y_train, X_test, y_test``. With ``val_fraction > 0`` the first
-    ``int(val_fraction * n_train)`` training samples (already shuffled) become the validation set.
+    the tutorial's ``X_train, y_train, X_test, y_test``; see :class:`TensorDataModule` for the
+    split, the validation part and the training order.
 
     Args:
-        num_classes: Spiral arms K.
-        sigma: Noise standard deviation.
+        num_classes: Spiral arms K (>= 2).
+        sigma: Noise standard deviation (>= 0).
         points_per_class: Points per arm N.
         test_fraction: Fraction of all samples held out for test.
         val_fraction: Fraction of the training part held out for validation; 0 disables it.
         batch_size: Training minibatch size.
         seed: Seeds the data, the split and the per-epoch training order.
-        steps_per_block: Minibatches per Lightning batch; None puts the whole epoch in one.
         eval_batch_size: Minibatch size for validation and test; None evaluates in one batch.
+        num_features: Input size; the spiral's points are 2-D, so it must be 2.
+
+    Raises:
+        ValueError: ``name=value is invalid: ...`` for a bad argument.
     """
 
     def __init__(
@@ -141,74 +281,22 @@ class SpiralDataModule(pl.LightningDataModule):
         val_fraction: float = 0.0,
         batch_size: int = 128,
         seed: int = 2021,
-        steps_per_block: int | None = None,
         eval_batch_size: int | None = None,
+        num_features: int = 2,
     ) -> None:
-        super().__init__()
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction={val_fraction!r} is invalid: it must be in [0, 1)")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} is invalid: it must be an integer >= 1")
-        for name, value in (
-            ("steps_per_block", steps_per_block),
-            ("eval_batch_size", eval_batch_size),
-        ):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ValueError(f"{name}={value!r} is invalid: it must be None or an integer >= 1")
+        if num_features != 2:
+            raise invalid("num_features", num_features, "must be 2: the spiral's points are 2-D")
+        check_number("sigma", sigma, low=0.0)
+        check_int("points_per_class", points_per_class, minimum=1)
+        check_int("num_classes", num_classes, minimum=2)
+        num_samples = num_classes * points_per_class
+        super().__init__(
+            num_classes, num_features, num_samples, test_fraction, val_fraction, batch_size, seed,
+            eval_batch_size,
+        )  # fmt: skip
+        self.sigma, self.points_per_class = sigma, points_per_class
         self.save_hyperparameters()
-        self.X_train = self.y_train = self.X_val = self.y_val = self.X_test = self.y_test = None
 
-    def prepare_data(self) -> None:
-        """Nothing to download: the data is generated in :meth:`setup`."""
-
-    def setup(self, stage: str | None = None) -> None:
-        """Generate and split the data (once; later calls are no-ops)."""
-        if self.X_train is not None:
-            return
-        hp = self.hparams
-        generator = torch.Generator().manual_seed(hp.seed)
-        X, y = make_spiral(hp.num_classes, hp.sigma, hp.points_per_class, generator=generator)
-        X_train, y_train, self.X_test, self.y_test = shuffle_split(X, y, hp.test_fraction, hp.seed)
-        n_val = int(hp.val_fraction * len(X_train))
-        if hp.val_fraction > 0 and (n_val < 1 or n_val >= len(X_train)):
-            raise ValueError(
-                f"val_fraction={hp.val_fraction!r} leaves an empty split of {len(X_train)} "
-                "training samples"
-            )
-        self.X_val, self.y_val = X_train[:n_val], y_train[:n_val]
-        self.X_train, self.y_train = X_train[n_val:], y_train[n_val:]
-
-    @property
-    def has_validation(self) -> bool:
-        """True when a validation split exists (``val_fraction > 0``)."""
-        return self.hparams.val_fraction > 0
-
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
-
-    def train_dataloader(self) -> TensorBlocks:
-        """Blocks of training minibatches in the (seed, epoch) order."""
-        rank, world_size = self._rank()
-        sampler = EpochPermutation(len(self.X_train), self.hparams.seed, True, rank, world_size)
-        return TensorBlocks(
-            self.X_train,
-            self.y_train,
-            self.hparams.batch_size,
-            sampler,
-            self.hparams.steps_per_block,
-        )
-
-    def val_dataloader(self) -> TensorBatches | list:
-        """The validation split; an empty list (no validation loop) when there is none."""
-        if not self.has_validation:
-            return []
-        return TensorBatches(self.X_val, self.y_val, self.hparams.eval_batch_size)
-
-    def test_dataloader(self) -> TensorBatches:
-        """The tutorial's 20 % test split."""
-        return TensorBatches(self.X_test, self.y_test, self.hparams.eval_batch_size)
+    def make_data(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The tutorial's ``create_spiral_dataset(K, sigma, N)``, drawn from ``generator``."""
+        return make_spiral(self.num_classes, self.sigma, self.points_per_class, generator)

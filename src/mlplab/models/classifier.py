@@ -1,18 +1,21 @@
-"""LightningModule that trains the tutorial's MLP on the spiral data with a pluggable loss."""
+"""A LightningModule that trains any classifier network with a pluggable loss."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+from mlplab.models.schedulers import SchedulerFactory
+
+OptimizerFactory = Callable[..., Optimizer]
 
 
 class DivergedError(FloatingPointError):
@@ -21,31 +24,72 @@ class DivergedError(FloatingPointError):
 
 @torch.no_grad()
 def evaluate(net: nn.Module, X: Tensor, y: Tensor, loss: nn.Module) -> tuple[float, float]:
-    """Loss and accuracy (percent) of ``net`` on ``(X, y)`` in eval mode, as the tutorial tests."""
+    """Loss and accuracy (percent) of ``net`` on ``(X, y)`` in eval mode, as the tutorial tests.
+
+    Args:
+        net: Maps ``X`` of shape (N, F) to logits of shape (N, C).
+        X: Inputs; cast to the dtype of ``net``'s parameters (e.g. float64 after a 64-bit run).
+        y: Class indices of shape (N,).
+        loss: Criterion ``loss(logits, labels) -> scalar``.
+    """
     was_training = net.training
     net.eval()
-    logits = net(X)
+    first = next(net.parameters(), None)
+    logits = net(X if first is None else X.to(first.dtype))
     net.train(was_training)
     acc = 100.0 * (logits.argmax(dim=1) == y).float().mean().item()
     return float(loss(logits, y)), acc
 
 
-class SpiralClassifier(pl.LightningModule):
-    """Train ``net`` with ``loss`` and an optimizer built from ``optimizer(params)``.
+def evaluate_batches(
+    net: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], loss: nn.Module
+) -> tuple[float, float, int]:
+    """:func:`evaluate` over ``(x, y)`` minibatches: mean loss and accuracy (percent) over all
+    samples, each minibatch's loss weighted by its size, and the number of samples N.
 
-    A training batch is a *block*: a list of ``(x, y)`` minibatches, one optimizer step each
-    (manual optimization), see :class:`mlplab.data.datamodule.TensorBlocks`. Metrics are logged
-    under ``train/``, ``val/`` and ``test/``; accuracy is in percent, as the tutorial prints it.
+    One minibatch holding the whole split gives :func:`evaluate`'s numbers exactly.
+    """
+    results = [(*evaluate(net, x, y, loss), len(y)) for x, y in batches]
+    if len(results) == 1:
+        return results[0]
+    count = sum(n for _, _, n in results)
+    if count == 0:
+        return math.nan, math.nan, 0
+    mean_loss = sum(value * n for value, _, n in results) / count
+    return mean_loss, sum(acc * n for _, acc, n in results) / count, count
+
+
+class Classifier(pl.LightningModule):
+    """Train ``net`` on ``(x, y)`` minibatches with ``loss`` and a torch optimizer.
+
+    Automatic optimization: :meth:`training_step` returns the loss and Lightning does the rest
+    (gradient clipping, accumulation, precision, schedulers, hooks). Metrics are logged under
+    ``train/``, ``val/`` and ``test/`` with accuracy in percent, as the tutorial prints it:
+
+    - ``train/loss`` and ``train/acc`` once per epoch, over every training sample of the epoch
+      (torchmetrics ``MeanMetric`` weighted by batch size, and micro ``MulticlassAccuracy``);
+    - ``train/loss_step`` and ``train/acc_step`` on the steps Lightning writes step scalars
+      (every ``trainer.log_every_n_steps``);
+    - ``val/*`` and ``test/*`` per epoch of those loops.
 
     Args:
-        net: The model, usually an :class:`mlplab.models.mlp.MLP`.
+        net: Any module mapping inputs of shape (N, F) to logits of shape (N, C).
         loss: Criterion ``loss(logits, labels) -> scalar``.
-        optimizer: Factory taking the parameters (a ``functools.partial`` from Hydra).
-        num_classes: Number of classes, for the accuracy metrics.
-        fast_steps: On a single device at 32-bit precision, step the raw optimizer and count the
-            steps in Lightning's progress tracker, skipping Lightning's per-step hook dispatch
-            (``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step``), which
-            costs more than a step of this MLP. Set False for callbacks that need those hooks.
+        optimizer: Factory ``optimizer(params, **kwargs)``, e.g.
+            ``functools.partial(torch.optim.Adam, lr=1e-3)``.
+        num_classes: C, for the accuracy metrics.
+        scheduler: Optional factory ``scheduler(optimizer, total_steps)``, stepped after every
+            optimizer step (:mod:`mlplab.models.schedulers`).
+        built_from: What built the run, as plain values: for each part (``data``, ``model``,
+            ``loss``, ``optimizer``, ...) its class path ``_target_`` and its arguments. Saved
+            with ``num_classes`` by ``save_hyperparameters``, so a checkpoint says what built
+            it and loads with ``torch.load(weights_only=True)``.
+
+    Attributes:
+        lr: The learning rate passed to ``optimizer`` (taken from the factory's ``lr`` keyword);
+            ``Tuner.lr_find`` sets it.
+        training_losses: The training loss of every training batch so far, as the tutorial
+            records them (kept in checkpoints, so a resumed run has the whole curve).
     """
 
     def __init__(
@@ -54,122 +98,111 @@ class SpiralClassifier(pl.LightningModule):
         loss: nn.Module,
         optimizer: OptimizerFactory,
         num_classes: int,
-        fast_steps: bool = True,
+        scheduler: SchedulerFactory | None = None,
+        built_from: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False
-        self.fast_steps = fast_steps
+        # The modules and factories are objects, saved as weights or not at all; the rest are
+        # plain values (the checkpoint's hyper_parameters).
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.loss_fn = loss
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.num_classes = num_classes
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.train_correct = torch.zeros(())
-        self.train_seen = 0
-        self.training_losses: list[float] = []  # per optimizer step, as the tutorial records
+        self.lr: float | None = getattr(optimizer, "keywords", {}).get("lr")
+        # validate_args=False: the labels come from our own datamodules; checks cost per update.
+        metric = {"num_classes": num_classes, "average": "micro", "validate_args": False}
+        self.train_loss = MeanMetric()
+        self.train_acc = MulticlassAccuracy(**metric)
+        self.val_acc = MulticlassAccuracy(**metric)
+        self.test_acc = MulticlassAccuracy(**metric)
+        self.training_losses: list[float] = []
+        self.epoch_losses: list[Tensor] = []
+        self.epoch_sizes: list[int] = []
+        self.epoch_predictions: list[Tensor] = []
+        self.epoch_targets: list[Tensor] = []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def configure_optimizers(self) -> Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        kwargs = {} if self.lr is None else {"lr": self.lr}
+        optimizer = self.optimizer_factory(self.parameters(), **kwargs)
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps)
+        lr_scheduler = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
 
-    def transfer_batch_to_device(
-        self, batch: Any, device: torch.device, dataloader_idx: int
-    ) -> Any:
-        if isinstance(batch, list):  # a training block: skip the generic collection walk
-            return [(x.to(device), y.to(device)) for x, y in batch]
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def _use_fast_steps(self) -> bool:
-        trainer = self.trainer
-        return (
-            self.fast_steps
-            and isinstance(trainer.strategy, SingleDeviceStrategy)
-            and trainer.precision == "32-true"
-        )
-
-    def training_step(self, block: list[tuple[Tensor, Tensor]], block_idx: int) -> None:
-        optimizer = self.optimizers()
-        fast = self._use_fast_steps()
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        first_step = self.global_step
-        step_losses, step_logits = [], []
-        for x, y in block:
-            logits = self.net(x)
-            loss = self.loss_fn(logits, y)
-            if fast:  # no grad scaling or gradient sync to do: the plain step is the whole step
-                optimizer.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.optimizer.step()
-                progress.increment_ready()
-                progress.increment_completed()
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                self.manual_backward(loss)
-                optimizer.step()
-            step_losses.append(loss.detach())
-            step_logits.append(logits.detach())
-        # Bookkeeping once per block, vectorised: per-step tensor ops cost a tenth of a step here.
-        losses = torch.stack(step_losses)
-        targets = torch.cat([y for _, y in block])
-        hits = (torch.cat(step_logits).argmax(dim=1) == targets).float()
-        sizes = torch.tensor([len(y) for _, y in block])
-        step_of_sample = torch.repeat_interleave(torch.arange(len(block)), sizes)
-        correct = torch.zeros(len(block)).index_add_(0, step_of_sample, hits)
-        self.train_correct += hits.sum()
-        self.train_seen += len(targets)
-        self._check_finite(losses, first_step)
-        sizes = sizes.float()
-        n = len(targets)
-        self.log(
-            "train/loss",
-            (losses * sizes).sum() / n,
-            on_step=False,
-            on_epoch=True,
-            batch_size=n,
-            sync_dist=True,  # under DDP, the mean over ranks; a no-op on one device
-        )
-        values = losses.tolist()
-        self.training_losses.extend(values)
-        self._log_steps(first_step, values, (100.0 * correct / sizes).tolist())
-        # Lightning logs epoch-level scalars at its count of stepped batches, +1 per block; count
-        # optimizer steps instead, so train/loss and train/loss_step share TensorBoard's x-axis
-        # whatever steps_per_block is. The count is saved in checkpoints, so resumes keep it.
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(block) - 1
-
-    def _check_finite(self, losses: Tensor, first_step: int) -> None:
-        bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad):
-            step = first_step + int(bad[0])
-            lr = self.optimizers().param_groups[0].get("lr")
-            raise DivergedError(
-                f"train/loss became {losses[bad[0]].item()} at step {step} "
-                f"(epoch {self.current_epoch}): training diverged; lower optimizer.lr (now {lr})"
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self.net(x)
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"the network returns {logits.shape[-1]} logits per sample for "
+                f"num_classes={self.num_classes}: its output size must equal the number of classes"
             )
+        loss = self.loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            self._diverged(loss)
+        loss_value = loss.detach()
+        predictions = logits.detach().argmax(dim=1)
+        # The epoch's metrics are updated once, at its end, from these: a torchmetrics update
+        # costs about as much as this MLP's whole optimizer step.
+        self.epoch_losses.append(loss_value)
+        self.epoch_sizes.append(len(y))
+        self.epoch_predictions.append(predictions)
+        self.epoch_targets.append(y)
+        if self._writes_step_scalars():
+            accuracy = 100.0 * (predictions == y).float().mean()
+            self.log_dict(
+                {"train/loss_step": loss_value, "train/acc_step": accuracy},
+                on_step=True,
+                on_epoch=False,
+                batch_size=len(y),
+            )
+        return loss
 
-    def _log_steps(self, first_step: int, losses: list[float], accs: list[float]) -> None:
-        """Per-step scalars, every ``trainer.log_every_n_steps`` optimizer steps."""
-        if self.logger is None:
-            return
-        every = max(int(self.trainer.log_every_n_steps), 1)
-        for j, (loss, acc) in enumerate(zip(losses, accs, strict=True)):
-            # After every n-th step, at its 0-based index, as Lightning logs its own step scalars:
-            # the last step of an epoch then shares its x with the epoch's train/loss.
-            if (first_step + j + 1) % every == 0:
-                scalars = {"train/loss_step": loss, "train/acc_step": acc}
-                self.logger.log_metrics(scalars, step=first_step + j)
+    def _writes_step_scalars(self) -> bool:
+        """True on the steps whose step scalars Lightning writes to the loggers.
+
+        ``self.log(on_step=True)`` costs about a step of this MLP, and Lightning writes step
+        scalars only every ``log_every_n_steps`` stepped batches (its ``should_update_logs``),
+        so mlplab's own step scalars are logged on those steps only, and not at all without a
+        logger. A subclass's own ``self.log`` calls are unaffected.
+        """
+        trainer = self.trainer
+        if not trainer.loggers:
+            return False
+        return (trainer.global_step + 1) % max(int(trainer.log_every_n_steps), 1) == 0
+
+    def _diverged(self, loss: Tensor) -> None:
+        lr = self.optimizers().param_groups[0].get("lr")
+        raise DivergedError(
+            f"train/loss became {loss.item()} at step {self.global_step} "
+            f"(epoch {self.current_epoch}): training diverged; lower optimizer.lr (now {lr})"
+        )
 
     def on_train_epoch_start(self) -> None:
-        self.train_correct = torch.zeros((), device=self.device)
-        self.train_seen = 0
+        self.epoch_losses, self.epoch_sizes = [], []
+        self.epoch_predictions, self.epoch_targets = [], []
 
     def on_train_epoch_end(self) -> None:
-        # Micro accuracy over the epoch's samples (what MulticlassAccuracy(average="micro")
-        # computes), counted in the block loop above instead of a per-block metric update.
-        acc = 100.0 * self.train_correct / max(self.train_seen, 1)
-        self.log("train/acc", acc, sync_dist=True)
+        if not self.epoch_losses:
+            return
+        losses = torch.stack(self.epoch_losses)
+        sizes = torch.tensor(self.epoch_sizes, dtype=losses.dtype, device=losses.device)
+        self.train_loss.update(losses, sizes)
+        self.train_acc.update(torch.cat(self.epoch_predictions), torch.cat(self.epoch_targets))
+        # compute() syncs the metric states across DDP ranks, so every rank holds the same value;
+        # sync_dist=True only tells Lightning so (a mean of equal values, once per epoch).
+        self.log("train/loss", self.train_loss.compute(), sync_dist=True)
+        self.log("train/acc", 100.0 * self.train_acc.compute(), sync_dist=True)
+        self.train_loss.reset()
+        self.train_acc.reset()
+        self.training_losses.extend(losses.float().tolist())
 
     def _eval_step(
         self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy
@@ -194,17 +227,9 @@ class SpiralClassifier(pl.LightningModule):
         self.test_acc.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Plain values only, so the checkpoint loads with torch.load(weights_only=True).
-        net_config = self.net.config() if hasattr(self.net, "config") else None
-        loss = type(self.loss_fn)
-        checkpoint["mlplab"] = {
-            "net": net_config,
-            "num_classes": self.num_classes,
-            # Its class path, so mlplab-eval can measure test/loss with the training loss.
-            "loss": f"{loss.__module__}.{loss.__qualname__}",
-            # A tensor, not a list: pickling 2,500 floats costs more than the whole state_dict.
-            "training_losses": torch.tensor(self.training_losses, dtype=torch.float64),
-        }
+        # A tensor, not a list: pickling 2,500 floats costs more than the whole state_dict.
+        losses = torch.tensor(self.training_losses, dtype=torch.float64)
+        checkpoint["mlplab"] = {"training_losses": losses}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         losses = checkpoint.get("mlplab", {}).get("training_losses", [])

@@ -8,6 +8,8 @@ from itertools import pairwise
 
 from torch import Tensor, nn
 
+from mlplab.checks import check_int, invalid, is_int
+
 # Element-wise activations of torch.nn that a spec may name. The tutorial builds them with
 # eval('nn.%s' % actv); we parse the spec instead and only ever look names up in this table.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -131,16 +133,13 @@ class MLP(nn.Module):
         out_features: int,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is invalid: it must be an integer >= 1")
-        hidden_units = list(hidden_units)
-        for width in hidden_units:
-            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-                raise ValueError(
-                    f"hidden_units={hidden_units!r} is invalid: every width must be an integer >= 1"
-                )
-        parse_activation(activation)  # fail on a bad spec even when there are no hidden layers
+        check_int("in_features", in_features, minimum=1)
+        check_int("out_features", out_features, minimum=1)
+        hidden_units = _check_widths(hidden_units)
+        try:  # fail on a bad spec even when there are no hidden layers
+            parse_activation(activation)
+        except ValueError as err:
+            raise invalid("activation", activation, str(err)) from None
         self.activation = activation
         self.in_features = in_features
         self.hidden_units = hidden_units
@@ -158,13 +157,30 @@ class MLP(nn.Module):
         return self.mlp(x.reshape(-1, self.in_features))
 
     def config(self) -> dict[str, object]:
-        """The constructor arguments, as plain values (stored in checkpoints to rebuild the net)."""
+        """The constructor arguments, as plain values: ``MLP(**net.config())`` rebuilds it."""
         return {
             "activation": self.activation,
             "in_features": self.in_features,
             "hidden_units": list(self.hidden_units),
             "out_features": self.out_features,
         }
+
+    @property
+    def hparams(self) -> dict[str, object]:
+        """What the network is, for HPARAMS: its arguments, its ``width`` (widest hidden layer)
+        and ``depth`` (hidden layers), whichever arguments of :func:`build_mlp` gave them."""
+        units = self.hidden_units
+        return {**self.config(), "width": max(units, default=0), "depth": len(units)}
+
+
+def _check_widths(hidden_units: object) -> list[int]:
+    allowed = "must be a list of integers >= 1"
+    if isinstance(hidden_units, str | bytes) or not isinstance(hidden_units, Sequence):
+        raise invalid("hidden_units", hidden_units, allowed)
+    units = list(hidden_units)
+    if not all(is_int(width) and width >= 1 for width in units):
+        raise invalid("hidden_units", units, allowed)
+    return units
 
 
 def count_parameters(in_features: int, hidden_units: Sequence[int], out_features: int) -> int:
@@ -175,10 +191,8 @@ def count_parameters(in_features: int, hidden_units: Sequence[int], out_features
 
 def hidden_units_for(width: int, depth: int) -> list[int]:
     """Hidden layer widths of a uniform MLP: ``depth`` layers of ``width`` units."""
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width={width!r} is invalid: it must be an integer >= 1")
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise ValueError(f"depth={depth!r} is invalid: it must be an integer >= 0")
+    check_int("width", width, minimum=1)
+    check_int("depth", depth, minimum=0)
     return [width] * depth
 
 
@@ -188,10 +202,9 @@ def width_for_budget(in_features: int, out_features: int, depth: int, param_budg
     The tutorial's follow-up question, deeper or wider at a fixed number of parameters: every
     hidden layer gets this width; input and output layers are counted.
     """
-    if isinstance(param_budget, bool) or not isinstance(param_budget, int) or param_budget < 1:
-        raise ValueError(f"param_budget={param_budget!r} is invalid: it must be an integer >= 1")
-    if depth < 1:
-        raise ValueError(f"depth={depth!r} is invalid with a param_budget: it must be >= 1")
+    check_int("param_budget", param_budget, minimum=1)
+    if check_int("depth", depth, minimum=0) < 1:
+        raise invalid("depth", depth, "must be >= 1 with a param_budget")
     # The count grows with width, so bisect on it; the upper end always meets the budget.
     low, high = 1, max(param_budget, 1)
     while low < high:
@@ -216,9 +229,12 @@ def build_mlp(
 
     Precedence: ``hidden_units`` if given, else ``depth`` layers of the width that
     ``param_budget`` implies if given, else ``depth`` layers of ``width``.
+
+    Raises:
+        ValueError: ``name=value is invalid: ...`` naming the bad argument.
     """
     if hidden_units is not None:
-        units = list(hidden_units)
+        units = _check_widths(hidden_units)
     elif param_budget is not None:
         units = [width_for_budget(in_features, out_features, depth, param_budget)] * depth
     else:

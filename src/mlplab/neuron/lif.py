@@ -25,6 +25,12 @@ Time grid and refractory steps follow the tutorial:
   steps at both spikes, so ``run_lif(1.5)`` reproduces its trace.
 - ``tau_ref < dt``: the tutorial continues from ``V + V_spike`` on the next step and then spikes
   at every step (it runs away). We reset to 0 and continue from there (zero refractory steps).
+- A neuron fires at most once per step, and a refractory period that is not a whole number of
+  steps is rounded down, so with ``dt=1`` ms ``tau_ref=0.999`` saturates at twice the rate of
+  ``tau_ref=1``, and ``tau_ref=0.25`` at 1000 Hz where the continuous neuron reaches 2212 Hz
+  (``I=50, Rm=1``). :func:`simulate` and :func:`closed_form_counts` emit a
+  :class:`RefractoryWarning` when some ``tau_ref/dt`` is not whole (``tau_ref=0`` is whole: no
+  hold), naming the values and a ``dt`` that divides them.
 
 Euler updates use the tutorial's own float operations in its order (``V/Rm``, ``I - ...``,
 ``* (1/Cm)``, ``* dt``, ``V + ...``), so float32 voltages are bit-for-bit the tutorial's.
@@ -62,6 +68,7 @@ from torch import Tensor
 __all__ = [
     "METHODS",
     "LIFResult",
+    "RefractoryWarning",
     "analytic_rate",
     "closed_form_counts",
     "run_lif",
@@ -81,8 +88,20 @@ _MIN_PER_WORKER = 1 << 15
 _THREADS_LOCK = threading.Lock()
 # tau_ref/dt within this relative distance of an integer counts as that integer (decimal inputs).
 _REFRACTORY_RTOL = 1e-6
+# A RefractoryWarning suggests dt/k for the smallest k up to this that makes every tau_ref whole.
+_MAX_DT_DIVISOR = 100
 
 Param = float | Tensor | np.ndarray
+
+
+class RefractoryWarning(RuntimeWarning):
+    """``tau_ref`` is not a whole number of time steps ``dt`` (it may be shorter than ``dt``).
+
+    The model holds a neuron at reset for ``floor(tau_ref/dt)`` whole steps after a spike and fires
+    at most once per step, so such a refractory period is rounded down (to 0 steps when
+    ``tau_ref < dt``): with ``dt=1`` ms, ``tau_ref=0.999`` and ``tau_ref=1`` differ by a factor of
+    two in the saturated rate. Choose a ``dt`` that divides every ``tau_ref``.
+    """
 
 
 @dataclass(frozen=True)
@@ -147,6 +166,7 @@ class _Setup:
     refractory: float | Tensor  # refractory steps per neuron, in the bookkeeping dtype
     refractory_steps: Tensor  # the same as int64, full flat (used by the closed form)
     euler_overshoots: bool  # Euler with a = 1 - dt/(Rm*Cm) <= 0 for some neuron
+    refractory_note: str | None  # the RefractoryWarning's message, None when tau_ref/dt is whole
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -225,6 +245,11 @@ def _time_grid(T: float, dt: float, dtype: torch.dtype) -> Tensor:
     return torch.arange(0, T + dt, dt, dtype=dtype)
 
 
+def _is_whole(q: Tensor) -> Tensor:
+    """``q`` is an integer, up to a relative 1e-6 (``0.7/0.1`` is 6.999999999999999: 7)."""
+    return (q - torch.round(q)).abs() <= _REFRACTORY_RTOL * torch.clamp(q.abs(), min=1.0)
+
+
 def _refractory_steps(tau_ref: Tensor, dt: float, n_steps: int) -> Tensor:
     """Whole time steps held at reset after a spike: floor(tau_ref/dt), robust to decimals.
 
@@ -232,9 +257,51 @@ def _refractory_steps(tau_ref: Tensor, dt: float, n_steps: int) -> Tensor:
     exact in float32 and an infinite tau_ref finite.
     """
     q = torch.clamp(tau_ref / dt, max=float(n_steps + 1))
-    nearest = torch.round(q)
-    close = (q - nearest).abs() <= _REFRACTORY_RTOL * torch.clamp(q, min=1.0)
-    return torch.where(close, nearest, torch.floor(q)).to(torch.int64)
+    return torch.where(_is_whole(q), torch.round(q), torch.floor(q)).to(torch.int64)
+
+
+def _refractory_note(tau_ref: Tensor, dt: float, n_steps: int) -> str | None:
+    """The :class:`RefractoryWarning` message when some tau_ref is not a whole number of steps.
+
+    Values that hold beyond the end of the run (``tau_ref/dt > n_steps``, inf included) are
+    exempt: rounding them changes nothing. ``tau_ref = 0`` is a whole number (0 steps).
+
+    Returns:
+        One line: which values, what the model does with them, which ``dt`` to use; None when
+        every tau_ref is a whole number of steps.
+    """
+    q = tau_ref / dt
+    bad = torch.unique(tau_ref[(q <= n_steps) & ~_is_whole(q)])  # sorted; NaN-free (checked)
+    if bad.numel() == 0:
+        return None
+    short = int((bad < dt).sum())
+    example = bad[0].item()
+    held = int(_refractory_steps(bad[:1], dt, n_steps).item())
+    if bad.numel() == 1:
+        kind = "shorter than the time step" if short else "not a whole number of time steps"
+        subject = f"tau_ref={example:g} ms is {kind} dt={dt:g} ms"
+    else:
+        subject = (
+            f"{bad.numel()} tau_ref values are not whole numbers of time steps dt={dt:g} ms"
+            + (f" ({short} shorter than dt)" if short else "")
+        )
+    steps = f"{held} step" + ("" if held == 1 else "s")
+    message = (
+        f"{subject}: the model rounds the refractory period down to whole steps "
+        f"(tau_ref={example:g} ms holds {steps} = {held * dt:g} ms) and fires at most once per "
+        f"step (at most {1000 / dt:g} Hz), which moves rates near saturation; use a dt that "
+        f"divides {'tau_ref' if bad.numel() == 1 else 'every tau_ref'}"
+    )
+    # Suggest the largest dt/k that divides every value and is written exactly in a few digits.
+    finer = next(
+        (
+            dt / k
+            for k in range(2, _MAX_DT_DIVISOR + 1)
+            if float(f"{dt / k:g}") == dt / k and bool(_is_whole(bad * k / dt).all())
+        ),
+        None,
+    )
+    return message + (f", e.g. dt={finer:g} ms" if finer is not None else "")
 
 
 def _flat(x: Tensor, shape: torch.Size, dtype: torch.dtype) -> float | Tensor:
@@ -317,6 +384,7 @@ def _setup(
         refractory=0.0 if membrane_only else _flat(r, shape, _count_dtype(n_steps, dtype)),
         refractory_steps=r if membrane_only else r.expand(shape).reshape(-1),
         euler_overshoots=overshoots,
+        refractory_note=_refractory_note(tau64, dt, n_steps),
     )
 
 
@@ -325,7 +393,10 @@ def _count_dtype(n_steps: int, dtype: torch.dtype) -> torch.dtype:
     return dtype if n_steps + 2 < 2 ** _MANTISSA_BITS[dtype] else torch.float64
 
 
-def _warn_if_overshooting(setup: _Setup, stacklevel: int = 3) -> None:
+def _warn_about(setup: _Setup, stacklevel: int = 3) -> None:
+    """Warn about Euler's overshoot and a refractory period that is not whole steps."""
+    if setup.refractory_note is not None:
+        warnings.warn(setup.refractory_note, RefractoryWarning, stacklevel=stacklevel)
     if setup.euler_overshoots:
         warnings.warn(
             "method='euler' with dt >= Rm*Cm for some neurons: Euler's step overshoots the "
@@ -502,15 +573,18 @@ def simulate(
 ) -> LIFResult:
     """Simulate a grid of LIF neurons, all stepped together, one tensor step per time step.
 
+    Units are the tutorial's (ms, kOhm, uF, mA, V); any consistent set works.
+
     Args:
-        I: Input current per neuron (broadcastable).
-        Rm: Membrane resistance (> 0, broadcastable).
-        tau_ref: Refractory period in units of time (>= 0, broadcastable).
-        T: Total time to simulate (> 0).
-        dt: Time step (> 0).
-        Cm: Membrane capacitance (> 0, broadcastable).
-        Vth: Spike threshold (> 0, broadcastable).
-        V_spike: Height added to the voltage on spike steps in traces (drawing only).
+        I: Input current per neuron (mA, broadcastable).
+        Rm: Membrane resistance (kOhm, > 0, broadcastable).
+        tau_ref: Refractory period (ms, >= 0, broadcastable); held for ``floor(tau_ref/dt)``
+            whole steps.
+        T: Total time to simulate (ms, > 0).
+        dt: Time step (ms, > 0).
+        Cm: Membrane capacitance (uF, > 0, broadcastable).
+        Vth: Spike threshold (V, > 0, broadcastable).
+        V_spike: Height added to the voltage on spike steps in traces (V, drawing only).
         method: ``"euler"`` (the tutorial's update) or ``"exact"`` (exact integration per step).
         record: Neurons to trace: a boolean mask broadcastable to the grid, or flat indices.
             Only these neurons' voltages are stored.
@@ -521,10 +595,33 @@ def simulate(
 
     Raises:
         ValueError: If a parameter is out of range (the message names it).
+
+    Warns:
+        RefractoryWarning: When some ``tau_ref/dt`` is not a whole number (rounded down; at most
+            one spike per step).
+        RuntimeWarning: For ``method="euler"`` with ``dt >= Rm*Cm`` (Euler overshoots).
     """
+    return _simulate(I, Rm, tau_ref, T, dt, Cm, Vth, V_spike, method, record, dtype)
+
+
+def _simulate(
+    I: Param,
+    Rm: Param,
+    tau_ref: Param,
+    T: float,
+    dt: float,
+    Cm: Param,
+    Vth: Param,
+    V_spike: float,
+    method: str,
+    record: Tensor | Sequence[int] | int | None,
+    dtype: torch.dtype,
+    stacklevel: int = 4,
+) -> LIFResult:
+    """:func:`simulate`; ``stacklevel`` points warnings at the public caller's line."""
     with _serial_kernels() as n_threads:
         setup = _setup(I, Rm, tau_ref, Cm, Vth, T, dt, method, dtype)
-        _warn_if_overshooting(setup)
+        _warn_about(setup, stacklevel=stacklevel)
         rec = _record_indices(record, setup.shape)
         return _simulate_setup(setup, rec, float(V_spike), n_threads)
 
@@ -577,23 +674,29 @@ def spike_counts(
     """Spike count of every neuron of a parameter grid (:func:`simulate` without traces).
 
     Args:
-        I: Input current per neuron (broadcastable).
-        Rm: Membrane resistance (> 0, broadcastable).
-        tau_ref: Refractory period (>= 0, broadcastable).
-        T: Total time to simulate (> 0).
-        dt: Time step (> 0).
-        Cm: Membrane capacitance (> 0, broadcastable).
-        Vth: Spike threshold (> 0, broadcastable).
-        V_spike: Spike height (does not affect counts).
+        I: Input current per neuron (mA, broadcastable).
+        Rm: Membrane resistance (kOhm, > 0, broadcastable).
+        tau_ref: Refractory period (ms, >= 0, broadcastable).
+        T: Total time to simulate (ms, > 0).
+        dt: Time step (ms, > 0).
+        Cm: Membrane capacitance (uF, > 0, broadcastable).
+        Vth: Spike threshold (V, > 0, broadcastable).
+        V_spike: Spike height (V, does not affect counts).
         method: ``"euler"`` or ``"exact"``.
         dtype: ``torch.float32`` or ``torch.float64``.
 
     Returns:
         int64 counts of the broadcast shape of the parameters.
+
+    Raises:
+        ValueError: If a parameter is out of range (the message names it).
+
+    Warns:
+        RefractoryWarning: When some ``tau_ref/dt`` is not a whole number (rounded down; at most
+            one spike per step).
+        RuntimeWarning: For ``method="euler"`` with ``dt >= Rm*Cm`` (Euler overshoots).
     """
-    return simulate(
-        I, Rm, tau_ref, T=T, dt=dt, Cm=Cm, Vth=Vth, V_spike=V_spike, method=method, dtype=dtype
-    ).counts
+    return _simulate(I, Rm, tau_ref, T, dt, Cm, Vth, V_spike, method, None, dtype).counts
 
 
 def run_lif(
@@ -627,9 +730,7 @@ def run_lif(
                 f"{name} has {torch.as_tensor(value).numel()} elements: run_lif "
                 "simulates one neuron; use simulate() for a grid"
             )
-    result = simulate(
-        I, Rm, tau_ref, T=T, dt=dt, Cm=Cm, Vth=Vth, V_spike=V_spike, method="euler", record=[0]
-    )
+    result = _simulate(I, Rm, tau_ref, T, dt, Cm, Vth, V_spike, "euler", [0], torch.float32)
     return result.time, result.traces[0]
 
 
@@ -742,24 +843,32 @@ def closed_form_counts(
     arithmetic, so the result equals ``spike_counts(..., dtype=dtype)`` exactly.
 
     Args:
-        I: Input current per neuron (broadcastable).
-        Rm: Membrane resistance (> 0, broadcastable).
-        tau_ref: Refractory period (>= 0, broadcastable).
-        T: Total time to simulate (> 0).
-        dt: Time step (> 0).
-        Cm: Membrane capacitance (> 0, broadcastable).
-        Vth: Spike threshold (> 0, broadcastable).
+        I: Input current per neuron (mA, broadcastable).
+        Rm: Membrane resistance (kOhm, > 0, broadcastable).
+        tau_ref: Refractory period (ms, >= 0, broadcastable).
+        T: Total time to simulate (ms, > 0).
+        dt: Time step (ms, > 0).
+        Cm: Membrane capacitance (uF, > 0, broadcastable).
+        Vth: Spike threshold (V, > 0, broadcastable).
         method: ``"euler"`` or ``"exact"``.
         dtype: Arithmetic of the simulation being reproduced (float64 by default).
 
     Returns:
         int64 counts of the broadcast shape of the parameters.
+
+    Raises:
+        ValueError: If a parameter is out of range (the message names it).
+
+    Warns:
+        RefractoryWarning: When some ``tau_ref/dt`` is not a whole number (rounded down; at most
+            one spike per step).
+        RuntimeWarning: For ``method="euler"`` with ``dt >= Rm*Cm`` (Euler overshoots).
     """
     with _serial_kernels() as n_threads:
         # The steps to threshold depend on the membrane parameters only, so they are computed on
         # their (usually much smaller) grid and broadcast against tau_ref at the end.
         setup = _setup(I, Rm, tau_ref, Cm, Vth, T, dt, method, dtype, membrane_only=True)
-        _warn_if_overshooting(setup)
+        _warn_about(setup)
         n_th = _steps_to_threshold_chunked(setup, n_threads).reshape(setup.shape)
         n_steps = setup.n_steps
         period = n_th + setup.refractory_steps

@@ -1,29 +1,34 @@
-"""What every Hydra task shares: config checks, run records (metrics.json) and failure handling.
+"""What every Hydra task shares: building configured objects, run records, one-line errors.
 
 This is the only place that knows how a run ends: a task body returns its metrics or raises;
 :func:`run_task` writes ``metrics.json`` atomically either way, prints failures as one line, and
-exits non-zero (in a multirun the job is recorded as failed and the sweep goes on).
+exits non-zero (in a multirun the job is recorded as failed and the sweep goes on). Errors are
+the frameworks' own, shortened: :func:`instantiate` turns a constructor's exception into
+``key=value is invalid: ...``, :func:`console_main` turns Hydra's composition errors into one line.
 """
 
 from __future__ import annotations
 
 import gc
-import itertools
+import inspect
 import json
 import logging
 import math
 import os
+import re
 import secrets
 import struct
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mlplab import checks
 from mlplab.io import atomic_write
 
 log = logging.getLogger("mlplab")
@@ -38,6 +43,13 @@ if not OmegaConf.has_resolver("mlplab_root"):
     OmegaConf.register_new_resolver("mlplab_root", lambda: str(ROOT_DIR), use_cache=True)
 if not OmegaConf.has_resolver("mlplab_uid"):
     OmegaConf.register_new_resolver("mlplab_uid", lambda: RUN_UID, use_cache=True)
+
+
+# Set by runtime.pass_job_to_ranks in a multirun job; read by rank_job_argv in DDP ranks.
+JOB_OVERRIDES_ENV = "MLPLAB_JOB_OVERRIDES"
+JOB_DIR_ENV = "MLPLAB_JOB_DIR"
+# Hydra flags that take a value, kept when a DDP rank's command line is rebuilt.
+_VALUE_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
 
 
 class ConfigError(ValueError):
@@ -72,12 +84,13 @@ def get(cfg: DictConfig, key: str) -> Any:
     return value
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _checked(key: str, value: Any, check: Callable[..., Any], *args: Any) -> Any:
+    """``check(key, value, *args)`` from :mod:`mlplab.checks`, its ValueError as a ConfigError."""
+    try:
+        return check(key, value, *args)
+    except ValueError as err:
+        allowed = str(err).removeprefix(f"{key}={value!r} is invalid: ")
+        raise ConfigError(key, value, allowed) from None
 
 
 def check_int(
@@ -88,23 +101,7 @@ def check_int(
     optional: bool = False,
 ) -> int | None:
     """Require an integer within [minimum, maximum] (or None when ``optional``)."""
-    value = get(cfg, key)
-    if value is None and optional:
-        return None
-    bounds = " and ".join(
-        part
-        for part in (
-            f">= {minimum}" if minimum is not None else "",
-            f"<= {maximum}" if maximum is not None else "",
-        )
-        if part
-    )
-    allowed = f"must be an integer{' ' + bounds if bounds else ''}{' or null' if optional else ''}"
-    if not _is_int(value):
-        raise ConfigError(key, value, allowed)
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ConfigError(key, value, allowed)
-    return value
+    return _checked(key, get(cfg, key), checks.check_int, minimum, maximum, optional)
 
 
 def check_float(
@@ -118,25 +115,7 @@ def check_float(
 ) -> float | None:
     """Require a finite number in the interval given by low/high (open or closed ends)."""
     value = get(cfg, key)
-    if value is None and optional:
-        return None
-    lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
-    hi = "" if high is None else f"{high}" + (")" if high_open else "]")
-    if low is not None and high is not None:
-        allowed = f"must be a number in {lo}, {hi}"
-    elif low is not None:
-        allowed = f"must be a number {'>' if low_open else '>='} {low}"
-    elif high is not None:
-        allowed = f"must be a number {'<' if high_open else '<='} {high}"
-    else:
-        allowed = "must be a finite number"
-    if not _is_number(value) or not math.isfinite(value):
-        raise ConfigError(key, value, allowed)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ConfigError(key, value, allowed)
-    if high is not None and (value > high or (high_open and value == high)):
-        raise ConfigError(key, value, allowed)
-    return float(value)
+    return _checked(key, value, checks.check_number, low, high, low_open, high_open, optional)
 
 
 def check_choice(cfg: DictConfig, key: str, choices: Iterable[str]) -> str:
@@ -156,20 +135,12 @@ def check_bool(cfg: DictConfig, key: str) -> bool:
     return value
 
 
-def check_int_list(
-    cfg: DictConfig, key: str, minimum: int = 1, optional: bool = False
-) -> list | None:
-    """Require a non-empty list of integers >= minimum (or None when ``optional``)."""
+def check_threads(cfg: DictConfig, key: str = "threads") -> int | str:
+    """Require ``auto`` or an integer >= 1 (torch intra-op threads)."""
     value = get(cfg, key)
-    if value is None and optional:
-        return None
-    allowed = f"must be a list of integers >= {minimum}{' or null' if optional else ''}"
-    if not isinstance(value, ListConfig | list | tuple):
-        raise ConfigError(key, value, allowed)
-    items = list(value)
-    if not all(_is_int(v) and v >= minimum for v in items):
-        raise ConfigError(key, value, allowed)
-    return items
+    if value == "auto" or (checks.is_int(value) and value >= 1):
+        return value
+    raise ConfigError(key, value, "must be 'auto' or an integer >= 1 (torch intra-op threads)")
 
 
 def check_with(cfg: DictConfig, key: str, parse: Callable[[Any], Any]) -> Any:
@@ -207,7 +178,7 @@ def _finite_or_none(metrics: dict[str, Any]) -> dict[str, Any]:
     """JSON has no NaN: non-finite metrics are written as null."""
     clean: dict[str, Any] = {}
     for key, value in metrics.items():
-        if _is_number(value) and not math.isfinite(value):
+        if checks.is_number(value) and not math.isfinite(value):
             clean[key] = None
         else:
             clean[key] = value
@@ -252,9 +223,16 @@ def _hydra_runtime() -> tuple[Path, list[str], bool]:
     return Path(hc.runtime.output_dir), list(hc.overrides.task), hc.mode == RunMode.MULTIRUN
 
 
+class Outcome(NamedTuple):
+    """A task body's result when it records more than metrics: ``hparams`` go to metrics.json."""
+
+    metrics: dict[str, Any]
+    hparams: dict[str, Any]
+
+
 def run_task(
     cfg: DictConfig,
-    body: Callable[[DictConfig, Path], dict[str, Any]],
+    body: Callable[[DictConfig, Path], dict[str, Any] | Outcome],
     output_dir: Path | None = None,
     overrides: Sequence[str] | None = None,
     multirun: bool | None = None,
@@ -263,7 +241,8 @@ def run_task(
 
     Args:
         cfg: The composed config (``task_name`` and ``optimized_metric`` are read from it).
-        body: ``body(cfg, output_dir) -> metrics``; raises on failure.
+        body: ``body(cfg, output_dir) -> metrics`` (or an :class:`Outcome`, whose hyper-parameters
+            are recorded beside the metrics); raises on failure.
         output_dir, overrides, multirun: Taken from Hydra's runtime when not given.
 
     Returns:
@@ -288,7 +267,11 @@ def run_task(
     metrics: dict[str, Any] = {}
     error: BaseException | None = None
     try:
-        metrics = body(cfg, Path(output_dir))
+        result = body(cfg, Path(output_dir))
+        if isinstance(result, Outcome):
+            metrics, record["hparams"] = result
+        else:
+            metrics = result
         record["status"] = "ok"
     except (Exception, KeyboardInterrupt) as err:
         error = err
@@ -316,41 +299,7 @@ def run_task(
         return None
     key = cfg.get("optimized_metric")
     value = metrics.get(key) if key else None
-    return float(value) if _is_number(value) else None
-
-
-def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
-    """Config groups under ``conf_dir`` (outside ``hydra/``) and their options."""
-    groups: dict[str, list[str]] = {}
-    for folder in sorted(p for p in conf_dir.rglob("*") if p.is_dir()):
-        name = folder.relative_to(conf_dir).as_posix()
-        if name == "hydra" or name.startswith("hydra/"):
-            continue  # Hydra and its plugins add options here that are not files of ours
-        groups[name] = sorted(p.stem for p in folder.glob("*.yaml"))
-    return groups
-
-
-def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
-    """Refuse ``group=option`` command-line overrides naming an option that does not exist.
-
-    Hydra would fail too, but with a multi-line report; this gives the one line our users expect.
-    Sweep values (``a,b``) are checked one by one; sweep functions (``choice(...)``) are left alone.
-    """
-    groups = config_groups(conf_dir)
-    for arg in argv:
-        if "=" not in arg or arg.startswith("-"):
-            continue
-        key, value = arg.split("=", 1)
-        key = key.lstrip("+~")
-        if key.startswith("override "):
-            key = key.removeprefix("override ").strip()
-        if key not in groups or "(" in value:
-            continue
-        for option in value.split(","):
-            option = option.strip()
-            if option in ("null", "") or option in groups[key]:
-                continue
-            raise ConfigError(key, option, f"must be one of {', '.join(groups[key])} (conf/{key}/)")
+    return float(value) if checks.is_number(value) else None
 
 
 # Hydra's override grammar reads Name(...) as a call of one of its own functions; anything else
@@ -404,127 +353,202 @@ def quote_call_values(argv: Sequence[str]) -> list[str]:
     return quoted
 
 
-def _is_sweep_value(value: str) -> bool:
-    parts = split_top_level(value)
-    name = value.split("(", 1)[0].strip()
-    return len(parts) > 1 or name in _HYDRA_FUNCTIONS
+def rank_job_argv(argv: Sequence[str]) -> list[str] | None:
+    """The command line of a DDP rank that Lightning started inside a multirun job, else None.
 
-
-def _default_options(primary: DictConfig) -> dict[str, str]:
-    """``group -> option`` of the plain entries of a primary config's defaults list."""
-    options = {}
-    for entry in primary.get("defaults") or []:
-        if isinstance(entry, DictConfig):
-            for group, option in entry.items():
-                if isinstance(option, str):
-                    options[str(group)] = option
-    return options
-
-
-def _is_global_package(option_file: Path) -> bool:
-    """Whether a group option file starts with ``# @package _global_`` (it may set any key).
-
-    A missing file counts as global: nothing is known about it, so Hydra composes and reports.
+    Lightning starts rank k of a ``ddp`` run by re-running the command line of rank 0, which in
+    a multirun would be the whole sweep. Rank 0's job passes its overrides and folder in the
+    environment (``runtime.pass_job_to_ranks``); the rank then runs that one job as a single run
+    in the same folder, with Hydra's config flags (``--config-dir`` ...) as they were.
     """
-    if not option_file.is_file():
-        return True
-    with option_file.open() as handle:
-        return any("@package _global_" in line for line in itertools.islice(handle, 5))
+    local_rank = os.environ.get("LOCAL_RANK", "0")
+    overrides = os.environ.get(JOB_OVERRIDES_ENV)
+    if local_rank == "0" or overrides is None or not ({"-m", "--multirun"} & set(argv)):
+        return None
+    flags: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _VALUE_FLAGS:
+            flags += [token, next(tokens, "")]
+        elif token.startswith("-") and token not in ("-m", "--multirun"):
+            flags.append(token)
+    job_dir = os.environ[JOB_DIR_ENV]
+    return [
+        *flags,
+        *json.loads(overrides),
+        f'hydra.run.dir="{job_dir}"',
+        "hydra.output_subdir=null",
+        f"hydra.job.name=ddp_rank_{local_rank}",
+    ]
 
 
-def _has_scalar_key(node: dict[str, Any], key: str) -> bool:
-    """Whether ``key`` holds a plain value in ``node``: an override can only replace it."""
-    value: Any = node
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return False
-        value = value[part]
-    return not isinstance(value, dict | list)
+def instantiate(
+    node: Any, key: str, probe: Callable[[Any], object] | None = None, **kwargs: Any
+) -> Any:
+    """Build what the config ``node`` at config key ``key`` describes, with Hydra's ``instantiate``.
 
+    Nested containers reach the constructor as plain dicts and lists (``_convert_="all"``), so
+    what it records with ``save_hyperparameters`` loads with ``torch.load(weights_only=True)``.
+    Validation is the constructor's own; whatever it raises becomes one :class:`ConfigError`
+    naming the argument at fault, found in this order: the argument its message starts with
+    (``name=value is invalid: ...``, mlplab's convention), an argument the target does not take,
+    the argument without which the object builds (the node is built again, one argument left
+    out at a time), else the node itself.
 
-def _all_keys_known(config_name: str, overrides: Sequence[str], conf_dir: Path) -> bool:
-    """Every override sets a key of the primary config file or of a chosen group option file,
-    or picks a config-group option; an option that may change other groups makes it unknown."""
-    groups = config_groups(conf_dir)
-    primary_node = OmegaConf.load(conf_dir / f"{config_name}.yaml")
-    chosen = _default_options(primary_node)
-    for arg in overrides:
-        key, sep, value = arg.partition("=")
-        if key in groups and sep:
-            if value and value != "null" and _is_global_package(conf_dir / key / f"{value}.yaml"):
-                return False  # e.g. experiment=...: it may re-pick other groups' options
-            chosen[key] = value
-
-    # Plain containers, unresolved: interpolations to other groups cannot resolve in one file.
-    def plain(node: DictConfig) -> dict[str, Any]:
-        return OmegaConf.to_container(node, resolve=False)  # type: ignore[return-value]
-
-    primary = plain(primary_node)
-    options: dict[str, dict[str, Any]] = {}  # group -> its chosen option file, loaded once
-    for arg in overrides:
-        key, sep, _ = arg.partition("=")
-        if not sep or key.startswith(("+", "~")) or "(" in arg:
-            return False
-        if key in groups:  # its option was checked by check_group_choices
-            continue
-        if _has_scalar_key(primary, key):
-            continue
-        group, _, rest = key.partition(".")
-        option = chosen.get(group)
-        if group not in groups or not option or option == "null" or not rest:
-            return False
-        if group not in options:
-            options[group] = plain(OmegaConf.load(conf_dir / group / f"{option}.yaml"))
-        if not _has_scalar_key(options[group], rest):
-            return False
-    return True
-
-
-def check_composes(config_name: str, argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
-    """Compose ``config_name`` with the command-line overrides, as Hydra is about to.
-
-    Hydra reports a bad override (an unknown key without ``+``, a type clash) in several lines;
-    this says it in one. Command lines with flags (``-m``, ``--cfg``) or sweep values are left to
-    Hydra, which parses those itself.
+    Args:
+        node: A config with ``_target_`` (a DictConfig or a dict).
+        key: Its config path, for the messages (``data``, ``callbacks.model_checkpoint``).
+        probe: Called with the built object, to exercise a ``_partial_`` factory (an optimizer
+            on a probe tensor) so that its arguments are checked before any work.
+        kwargs: Passed to the target (objects the config cannot hold: a logger, callbacks).
 
     Raises:
-        ValueError: Hydra's message, on one line.
+        ConfigError: ``key.argument=value is invalid: <the constructor's message>``.
     """
-    overrides = list(argv)
-    if not overrides or any(
-        a.startswith("-") or _is_sweep_value(a.partition("=")[2]) for a in overrides
-    ):
-        return
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
+    import hydra
+
+    if not isinstance(node, DictConfig | dict) or "_target_" not in node:
+        raise ConfigError(key, node, "must be a config whose _target_ names what to build")
+
+    def build(config: Any) -> Any:
+        built = hydra.utils.instantiate(config, _convert_="all", **kwargs)
+        if probe is not None:
+            probe(built)
+        return built
 
     try:
-        OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as err:
-        raise ValueError(f"cannot parse {err.override!r}: {' '.join(str(err).split())}") from None
-    if _all_keys_known(config_name, overrides, conf_dir):
-        return  # nothing Hydra could refuse: skip the extra composition (~0.1 s of start-up)
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+        return build(node)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise _blame(node, key, err, build, kwargs) from err
 
+
+def _blame(
+    node: Any, key: str, err: Exception, build: Callable[[Any], Any], kwargs: dict[str, Any]
+) -> ConfigError:
+    """The ConfigError for ``err``, raised while building ``node``: see :func:`instantiate`."""
+    import hydra
+    from hydra.errors import InstantiationException
+
+    cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+    target_name = str(node["_target_"])
     try:
-        with initialize_config_dir(str(conf_dir), version_base="1.3"):
-            compose(config_name, overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        cause = f" ({str(err.__cause__).splitlines()[0]})" if err.__cause__ else ""
-        where = getattr(err, "override", None)  # parse errors know the override, not the key
-        prefix = f"cannot parse {where!r}: " if where else ""
-        raise ValueError(prefix + " ".join(str(err).split()) + cause) from None
+        target = hydra.utils.get_object(target_name)
+    except Exception as exc:
+        return ConfigError(f"{key}._target_", target_name, f"cannot be imported ({one_line(exc)})")
+    try:
+        plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    except Exception:
+        plain = {}
+    names = [str(name) for name in plain if not str(name).startswith("_")]
+    text = " ".join(str(cause).split())
+    said = re.match(r"(\w+)=.*? is invalid: (.*)", text)
+    if said and said.group(1) in names:
+        return ConfigError(f"{key}.{said.group(1)}", plain[said.group(1)], said.group(2))
+    if isinstance(cause, TypeError | KeyError | AttributeError | IndexError):
+        text = f"{type(cause).__name__}: {text}"
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    if parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        for name in names:
+            if name not in parameters:
+                takes = ", ".join(p for p in parameters if p not in ("self", *kwargs))
+                allowed = f"is not an argument of {target_name} (it takes {takes})"
+                return ConfigError(f"{key}.{name}", plain[name], allowed)
+    quiet = logging.root.manager.disable
+    for name in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.disable(logging.CRITICAL)  # a Trainer logs its devices each time it is built
+            try:
+                build({k: v for k, v in plain.items() if k != name})
+            except Exception:
+                continue
+            finally:
+                logging.disable(quiet)
+        return ConfigError(f"{key}.{name}", plain[name], text)
+    return ConfigError(key, target_name, text)
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """One line for an error Hydra raised while composing a config or parsing an override.
+
+    An option no searched folder holds names the override, the options there are and the
+    absolute config folders searched (from Hydra's own message).
+    """
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    text = str(err)
+    folders = [str(Path(path).absolute()) for path in re.findall(r"path=file://(\S+)", text)]
+    where = ", ".join(folders) or "the config search path"
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file:
+        group, _, option = str(err.missing_cfg_file).rpartition("/")
+        if not group:
+            return f"cannot find the primary config {option!r} in {where}"
+        if err.options:
+            allowed = f"must be one of {', '.join(err.options)} (the {group}/ options in {where})"
+        else:
+            allowed = f"there are no {group}/ options in {where}"
+        return str(ConfigError(group, option, allowed))
+    if isinstance(err, OverrideParseException):
+        return f"cannot parse {err.override!r}: {str(err.message).splitlines()[0]}"
+    line = " ".join(text.split())
+    if err.__cause__ is not None:
+        line += f" ({str(err.__cause__).splitlines()[0]})"
+    return line
+
+
+def checkout_note(task_name: str, cwd: Path | None = None) -> str | None:
+    """A note when the working directory is inside another mlplab checkout than the one running.
+
+    Configs (``conf/``) and outputs come from the checkout this Python imports mlplab from
+    (:data:`ROOT_DIR`), which a virtualenv installed from another checkout makes a different one.
+    """
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "conf" / f"{task_name}.yaml").is_file() and (folder / "src/mlplab").is_dir():
+            if folder == ROOT_DIR:
+                return None
+            return (
+                f"mlplab-{task_name}: note: this runs the mlplab of {ROOT_DIR} (configs from "
+                f"{CONF_DIR}, outputs in {ROOT_DIR / 'outputs'}), not of {folder} where you are; "
+                f"install that checkout (make install) or set PYTHONPATH={folder / 'src'}"
+            )
+    return None
 
 
 def console_main(hydra_main: Callable[[], Any], task_name: str) -> None:
-    """Console-script entry: quote activation specs, check the overrides, then run Hydra."""
+    """Console-script entry: quote activation specs, run Hydra, shorten its errors to one line.
+
+    Hydra composes the config (its search path, ``--config-dir``, ``hydra.searchpath``,
+    multiruns, all as Hydra documents them). ``HYDRA_FULL_ERROR=1`` makes Hydra raise what
+    goes wrong instead of printing it; a composition error then ends here as one line and exit
+    status 2 (set ``HYDRA_FULL_ERROR=1`` yourself to see Hydra's whole report).
+    """
+    rank_argv = rank_job_argv(sys.argv[1:])
+    if rank_argv is not None:
+        sys.argv[1:] = rank_argv
+        hydra_main()
+        return
     sys.argv[1:] = quote_call_values(sys.argv[1:])
+    note = checkout_note(task_name)
+    if note is not None:
+        print(note, file=sys.stderr, flush=True)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    wants_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        check_group_choices(sys.argv[1:])
-        check_composes(task_name, sys.argv[1:])
-    except ValueError as err:
-        print(f"mlplab-{task_name}: error: {err}", file=sys.stderr)
+        hydra_main()
+    except (HydraException, OmegaConfBaseException) as err:
+        if wants_full_error:
+            raise
+        print(f"mlplab-{task_name}: error: {hydra_error_line(err)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    hydra_main()
+    finally:
+        if not wants_full_error:
+            os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -5,12 +5,14 @@ Three modes (``mode=``):
 - ``trace``: one neuron's membrane voltage over time; by default the tutorial's ``run_LIF(1.5)``.
 - ``fi``: transfer (f-I) curves, spike count or rate against I, for each (Rm, tau_ref) pair, with
   the continuous-time analytic rate overlaid in the same units.
-- ``sweep``: spike counts over a whole Rm x tau_ref x I grid in one vectorised call, saved as
-  ``.npz`` and a tidy CSV, with rate heatmaps and the distance of each f-I curve to its best ReLU
-  (the tutorial's Think! question, made measurable).
+- ``sweep``: spike counts over a whole Rm x tau_ref x I grid in one vectorised call, saved as a
+  labelled netCDF file (``xarray.open_dataset`` reads it; a tidy CSV too with ``save_csv=true``),
+  with rate heatmaps and the distance of each f-I curve to its best ReLU (the tutorial's Think!
+  question, made measurable).
 
 Start-up time matters (a sweep of the default grid runs in a few seconds), so this module imports
-neither Lightning nor torchmetrics, and matplotlib and TensorBoard only when they are needed.
+neither Lightning nor torchmetrics, and matplotlib, xarray and TensorBoard only when they are
+needed.
 """
 
 # The tutorial names the input current I.
@@ -32,20 +34,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from mlplab.io import atomic_write
 from mlplab.neuron import analysis
-
-# _serial_kernels: the simulator's single-threaded-kernels context, reused for our own small ops.
-from mlplab.neuron.lif import _serial_kernels, closed_form_counts, simulate, spike_counts
+from mlplab.neuron.lif import RefractoryWarning, simulate
 from mlplab.tasks import common
 from mlplab.tasks.common import CONF_DIR, ConfigError
 
 if TYPE_CHECKING:
+    import xarray as xr
     from matplotlib.figure import Figure
 
 log = logging.getLogger("mlplab")
@@ -67,10 +67,9 @@ MAX_FI_CURVES = 12
 EULER_ACCURATE_FRACTION = 0.1
 # Points of the analytic curves in f-I figures (drawn on a finer grid than the simulated currents).
 ANALYTIC_POINTS = 401
-# Rows formatted at a time when writing the tidy CSV, and decimals of its analytic rates.
-CSV_BLOCK_ROWS = 1 << 19
-ANALYTIC_DECIMALS = 6
-CSV_COLUMNS = ("Rm", "tau_ref", "I", "count", "rate_hz", "analytic_rate_hz")
+# A grid run's files: the labelled grid (netCDF) and, with save_csv=true, its tidy table.
+GRID_FILE = "lif_grid.nc"
+CSV_FILE = "lif_grid.csv"
 # Grid axes: a list (or dict) given for them on the command line is quoted by main().
 AXIS_KEYS = ("lif.Rm", "lif.tau_ref", "lif.I", "fi.Rm", "fi.tau_ref")
 _AXIS_ALLOWED = (
@@ -111,6 +110,7 @@ class GridSpec:
     dt: float
     units: str
     rate_at_I: float | None  # noqa: N815 -- the config key
+    save_csv: bool
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -272,6 +272,7 @@ def validate_lif_config(cfg: DictConfig) -> GridSpec | TraceSpec:
     Cm = common.check_float(cfg, "lif.Cm", low=0.0, low_open=True)
     Vth = common.check_float(cfg, "lif.Vth", low=0.0, low_open=True)
     T, dt = _check_time(cfg, "lif", MAX_STEPS)
+    save_csv = common.check_bool(cfg, "save_csv")
     neurons = len(Rm) * len(tau_ref) * len(I)
     if neurons > MAX_NEURONS:
         raise ConfigError(
@@ -293,7 +294,9 @@ def validate_lif_config(cfg: DictConfig) -> GridSpec | TraceSpec:
     else:
         low, high = I.values[0].item(), I.values[-1].item()
         rate_at_I = common.check_float(cfg, "rate_at_I", low=low, high=high, optional=True)
-    return GridSpec(mode, method, counts, dtype, Rm, tau_ref, I, Cm, Vth, T, dt, units, rate_at_I)
+    return GridSpec(
+        mode, method, counts, dtype, Rm, tau_ref, I, Cm, Vth, T, dt, units, rate_at_I, save_csv
+    )
 
 
 def _validate_trace(cfg: DictConfig, method: str, dtype: str) -> TraceSpec:
@@ -351,11 +354,26 @@ def check_time_step(
 
 
 @contextlib.contextmanager
-def _library_warning_said() -> Iterator[None]:
-    """Silence the library's RuntimeWarning for dt >= Rm*Cm: check_time_step said it already."""
-    with warnings.catch_warnings():
+def _library_warnings(tau_key: str, dt_key: str) -> Iterator[list[str]]:
+    """The library's warnings as the task says them: one log line each, naming the config keys.
+
+    A RefractoryWarning (tau_ref not a whole number of steps) is logged as one line prefixed
+    with the keys and collected into the yielded list; the RuntimeWarning for Euler with
+    dt >= Rm*Cm is dropped (check_time_step said it, with the keys); others pass through.
+    """
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RefractoryWarning)
         warnings.filterwarnings("ignore", message=_LIBRARY_EULER_WARNING, category=RuntimeWarning)
-        yield
+        yield notes
+    for warning in caught:
+        if issubclass(warning.category, RefractoryWarning):
+            notes.append(f"{tau_key} and {dt_key}: {warning.message}")
+            log.warning(notes[-1])
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
 
 
 # --------------------------------------------------------------------------------- the work
@@ -363,66 +381,66 @@ def _library_warning_said() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class GridResult:
-    """Counts and rates of a grid, shape (len(Rm), len(tau_ref), len(I)), and its ReLU fits."""
+    """A grid run's labelled data (see :func:`mlplab.neuron.transfer_grid`) and how it was made.
 
-    counts: Tensor
-    rate_hz: Tensor
-    analytic_rate_hz: Tensor
-    fit: analysis.ReluFit
-    steps: int
-    sim_time_s: float
+    Attributes:
+        data: Dataset over (Rm, tau_ref, I): counts, rates, their difference, ReLU fits.
+        grid_time_s: Wall time of the grid (counts, rates and fits), in seconds.
+        refractory_note: The RefractoryWarning logged for this grid, None when tau_ref was whole.
+    """
+
+    data: xr.Dataset
+    grid_time_s: float
+    refractory_note: str | None = None
 
 
 def run_grid(spec: GridSpec) -> GridResult:
     """Count the spikes of every neuron of the grid in one vectorised call, then the rates."""
-    I = spec.I.values.view(1, 1, -1)
-    Rm = spec.Rm.values.view(-1, 1, 1)
-    tau_ref = spec.tau_ref.values.view(1, -1, 1)
-    count = spike_counts if spec.counts == "simulate" else closed_form_counts
+    from mlplab.neuron.grid import transfer_grid
+
     started = time.perf_counter()
-    with _library_warning_said():
-        counts = count(
-            I,
-            Rm,
-            tau_ref,
+    with _library_warnings(f"{spec.key}.tau_ref", "lif.dt") as notes:
+        data = transfer_grid(
+            spec.I.values,
+            spec.Rm.values,
+            spec.tau_ref.values,
             T=spec.T,
             dt=spec.dt,
             Cm=spec.Cm,
             Vth=spec.Vth,
             method=spec.method,
+            counts=spec.counts,
             dtype=DTYPES[spec.dtype],
         )
-    sim_time = time.perf_counter() - started
-    with _serial_kernels():
-        rate = analysis.rate_hz(counts, spec.T, spec.dt)
-        analytic = analysis.analytic_rate_hz(I, Rm, tau_ref, spec.Cm, spec.Vth)
-        fit = analysis.fit_relu(spec.I.values, rate)
-    return GridResult(counts, rate, analytic, fit, analysis.n_steps(spec.T, spec.dt), sim_time)
+    grid_time = time.perf_counter() - started
+    return GridResult(data, grid_time, notes[0] if notes else None)
 
 
 def grid_metrics(spec: GridSpec, result: GridResult) -> dict[str, float]:
     """Flat ``lif/*`` numbers of a grid run (for metrics.json, TensorBoard and mlplab-report)."""
-    error = (result.rate_hz - result.analytic_rate_hz).abs()
-    distance = result.fit.distance
+    ds = result.data
+    error = torch.from_numpy(ds.rate_error.values).abs().to(torch.float64)
+    rate = torch.from_numpy(ds.rate.values)
+    distance = torch.from_numpy(ds.distance_to_relu.values)
     finite = distance[~torch.isnan(distance)]
 
     def stat(fn: Any) -> float:
         return fn(finite).item() if finite.numel() else math.nan
 
     metrics = {
-        "lif/neurons": result.counts.numel(),
+        "lif/neurons": int(ds.spike_count.size),
         "lif/curves": distance.numel(),
-        "lif/steps": result.steps,
-        "lif/max_count": int(result.counts.max()),
-        "lif/mean_rate_hz": result.rate_hz.mean().item(),
-        "lif/max_rate_hz": result.rate_hz.max().item(),
+        "lif/steps": int(ds.attrs["steps"]),
+        "lif/max_count": int(ds.spike_count.max()),
+        "lif/mean_rate_hz": rate.mean().item(),
+        "lif/max_rate_hz": rate.max().item(),
         "lif/max_abs_rate_error_hz": error.max().item(),
         "lif/mean_abs_rate_error_hz": error.mean().item(),
         "lif/distance_to_relu_min": stat(torch.min),
         "lif/distance_to_relu_median": stat(lambda t: t.median()),
         "lif/distance_to_relu_max": stat(torch.max),
         "lif/silent_curves": int(torch.isnan(distance).sum()),
-        "lif/sim_time_s": round(result.sim_time_s, 4),
+        "lif/grid_time_s": round(result.grid_time_s, 4),
     }
     if spec.mode == "sweep":
         metrics["lif/rate_at_I"] = spec.I.values[_rate_index(spec)].item()
@@ -446,7 +464,7 @@ class TraceResult:
 
 def run_trace(spec: TraceSpec) -> TraceResult:
     """One neuron's voltage trace (``run_lif`` for method=euler, float32)."""
-    with _library_warning_said():
+    with _library_warnings("trace.tau_ref", "trace.dt"):
         result = simulate(
             spec.I,
             spec.Rm,
@@ -484,125 +502,19 @@ def trace_metrics(spec: TraceSpec, result: TraceResult) -> dict[str, float]:
 
 
 def save_grid(spec: GridSpec, result: GridResult, output_dir: Path) -> None:
-    """Write ``lif_grid.npz`` (arrays + axes + settings) and the tidy ``lif_grid.csv``.
+    """Write ``lif_grid.nc`` (the labelled grid, netCDF-4) and, with save_csv, ``lif_grid.csv``.
 
-    The CSV has one row per neuron, Rm slowest and I fastest (the arrays' C order); axes, counts
-    and rates are written exactly (shortest round-trip decimals), analytic rates rounded to 1e-6 Hz.
+    ``xarray.open_dataset("lif_grid.nc")`` gives back :attr:`GridResult.data`. The CSV is its tidy
+    table (one row per neuron, Rm slowest and I fastest) written by pandas, every number exact.
     """
-    arrays = {
-        "Rm": spec.Rm.values.numpy(),
-        "tau_ref": spec.tau_ref.values.numpy(),
-        "I": spec.I.values.numpy(),
-        "counts": result.counts.numpy(),
-        "rate_hz": result.rate_hz.numpy(),
-        "analytic_rate_hz": result.analytic_rate_hz.numpy(),
-        "distance_to_relu": result.fit.distance.numpy(),
-        "relu_slope": result.fit.slope.numpy(),
-        "relu_kink": result.fit.kink.numpy(),
-        "Cm": np.float64(spec.Cm),
-        "Vth": np.float64(spec.Vth),
-        "T": np.float64(spec.T),
-        "dt": np.float64(spec.dt),
-        "steps": np.int64(result.steps),
-        "method": np.str_(spec.method),
-        "dtype": np.str_(spec.dtype),
-    }
-    atomic_write(output_dir / "lif_grid.npz", lambda handle: np.savez(handle, **arrays))
-    atomic_write(output_dir / "lif_grid.csv", lambda handle: _write_csv(handle, spec, result))
+    from mlplab.neuron.grid import save_netcdf, to_table
 
-
-def _write_csv(handle: Any, spec: GridSpec, result: GridResult) -> None:
-    n_rm, n_tau, n_i = spec.shape
-    handle.write((",".join(CSV_COLUMNS) + "\n").encode())
-    total = n_rm * n_tau * n_i
-    # The columns Rm, tau_ref, I, count and rate_hz hold few distinct values: each is formatted
-    # once and gathered; only the analytic rates need per-row formatting (vectorised).
-    rm_text = _exact_text(spec.Rm.values.numpy())
-    tau_text = _exact_text(spec.tau_ref.values.numpy())
-    i_text = _exact_text(spec.I.values.numpy())
-    counts = result.counts.reshape(-1).numpy()
-    max_count = int(counts.max()) if counts.size else 0
-    count_values = np.arange(max_count + 1)
-    count_text = _exact_text(count_values)
-    rate_text = _exact_text(
-        analysis.rate_hz(torch.from_numpy(count_values), spec.T, spec.dt).numpy()
-    )
-    analytic = result.analytic_rate_hz.reshape(-1).numpy()
-    for start in range(0, total, CSV_BLOCK_ROWS):
-        rows = np.arange(start, min(start + CSV_BLOCK_ROWS, total))
-        i_idx = rows % n_i
-        tau_idx = (rows // n_i) % n_tau
-        rm_idx = rows // (n_i * n_tau)
-        block_counts = counts[rows]
-        columns = [
-            rm_text[rm_idx],
-            tau_text[tau_idx],
-            i_text[i_idx],
-            count_text[block_counts],
-            rate_text[block_counts],
-            _fixed_text(analytic[rows], ANALYTIC_DECIMALS),
-        ]
-        handle.write(_join_rows(columns))
-
-
-def _exact_text(values: np.ndarray) -> np.ndarray:
-    """Shortest round-trip text of each value (``repr``), as a NUL-padded bytes array."""
-    if values.dtype.kind in "iu":
-        return np.array([str(int(v)).encode() for v in values], dtype=bytes)
-    return np.array([_float_text(float(v)).encode() for v in values], dtype=bytes)
-
-
-def _float_text(value: float) -> str:
-    text = repr(value)
-    return text[:-2] if text.endswith(".0") else text
-
-
-def _fixed_text(values: np.ndarray, decimals: int) -> np.ndarray:
-    """Values rounded to ``decimals`` decimals as text, NUL-padded bytes, without a Python loop.
-
-    Trailing zeros of the fraction are dropped (``12.5``, ``0``); non-finite or huge values fall
-    back to ``repr``.
-    """
-    scale = 10**decimals
-    if values.size == 0 or not np.all(np.isfinite(values)) or np.abs(values).max() * scale >= 2**62:
-        return np.array(
-            [_float_text(round(float(v), decimals)).encode() for v in values], dtype=bytes
+    save_netcdf(result.data, output_dir / GRID_FILE)
+    if spec.save_csv:
+        table = to_table(result.data)
+        atomic_write(
+            output_dir / CSV_FILE, lambda handle: table.to_csv(handle, index=False), mode="w"
         )
-    q = np.rint(np.abs(values) * scale).astype(np.int64)
-    whole, frac = np.divmod(q, scale)
-    n_whole = max(1, len(str(int(whole.max()))))
-    powers = 10 ** np.arange(n_whole - 1, -1, -1, dtype=np.int64)
-    whole_digits = (whole[:, None] // powers) % 10
-    # Leading zeros are padding (NUL), except the units digit.
-    significant = np.cumsum(whole_digits, axis=1) > 0
-    significant[:, -1] = True
-    frac_digits = (frac[:, None] // (10 ** np.arange(decimals - 1, -1, -1, dtype=np.int64))) % 10
-    # Trailing zeros of the fraction: digit j is one when frac is a multiple of 10**(decimals - j).
-    trailing = np.empty(frac_digits.shape, dtype=bool)
-    for j in range(decimals):
-        trailing[:, j] = frac % (10 ** (decimals - j)) == 0
-    has_frac = ~trailing[:, 0]
-    out = np.zeros((len(values), 1 + n_whole + 1 + decimals), dtype=np.uint8)
-    out[:, 0] = np.where((values < 0) & (q > 0), ord("-"), 0)
-    out[:, 1 : 1 + n_whole] = np.where(significant, whole_digits + ord("0"), 0)
-    out[:, 1 + n_whole] = np.where(has_frac, ord("."), 0)
-    out[:, 2 + n_whole :] = np.where(trailing, 0, frac_digits + ord("0"))
-    return out.view(f"S{out.shape[1]}").reshape(-1)
-
-
-def _join_rows(columns: Sequence[np.ndarray]) -> bytes:
-    """CSV lines of NUL-padded text columns: lay them out in one byte matrix, drop the padding."""
-    n = len(columns[0])
-    widths = [c.dtype.itemsize for c in columns]
-    matrix = np.zeros((n, sum(widths) + len(columns)), dtype=np.uint8)
-    at = 0
-    for column, width in zip(columns, widths, strict=True):
-        matrix[:, at : at + width] = column.view(np.uint8).reshape(n, width)
-        matrix[:, at + width] = ord(",")
-        at += width + 1
-    matrix[:, -1] = ord("\n")
-    flat = matrix.reshape(-1)
-    return flat[flat != 0].tobytes()
 
 
 def save_trace(result: TraceResult, output_dir: Path) -> None:
@@ -623,7 +535,7 @@ def save_trace(result: TraceResult, output_dir: Path) -> None:
 
 
 def _label(Rm: float, tau_ref: float) -> str:
-    return f"Rm={Rm:g}, tau_ref={tau_ref:g}"
+    return f"Rm={Rm:g} kOhm, tau_ref={tau_ref:g} ms"
 
 
 def fi_figure(
@@ -632,25 +544,24 @@ def fi_figure(
     """f-I curves of the given (Rm index, tau_ref index) pairs, analytic curves dashed."""
     from mlplab.viz import plot_fi_curves
 
+    ds = result.data
     I = spec.I.values
     I_fine = torch.linspace(I[0].item(), I[-1].item(), ANALYTIC_POINTS, dtype=torch.float64)
-    duration_ms = result.steps * spec.dt
+    duration_ms = int(ds.attrs["steps"]) * spec.dt
     to_units = duration_ms / analysis.MS_PER_S if units == "count" else 1.0
+    simulated = ds.spike_count if units == "count" else ds.rate
     curves, analytic = {}, {}
     for r, t in pairs:
         Rm, tau_ref = spec.Rm.values[r].item(), spec.tau_ref.values[t].item()
         label = _label(Rm, tau_ref)
-        if units == "count":
-            curves[label] = result.counts[r, t]
-        else:
-            curves[label] = result.rate_hz[r, t]
+        curves[label] = simulated.values[r, t]
         analytic[label] = (
             analysis.analytic_rate_hz(I_fine, Rm, tau_ref, spec.Cm, spec.Vth) * to_units
         )
     what = "Spike count" if units == "count" else "Firing rate (Hz)"
     title = (
-        f"LIF transfer function: Cm={spec.Cm:g}, Vth={spec.Vth:g}, T={spec.T:g} ms, "
-        f"dt={spec.dt:g} ms, {spec.method}"
+        f"LIF transfer function\n(Cm={spec.Cm:g} uF, Vth={spec.Vth:g} V, T={spec.T:g} ms, "
+        f"dt={spec.dt:g} ms, {spec.method})"
     )
     ylabel = f"{what} in {duration_ms:g} ms" if units == "count" else what
     return plot_fi_curves(
@@ -671,51 +582,77 @@ def corner_pairs(spec: GridSpec) -> list[tuple[int, int]]:
     return [(r, t) for r in rms for t in taus]
 
 
+def stripes_caption(spec: GridSpec, result: GridResult) -> str:
+    """Why the distance-to-ReLU map has stripes along tau_ref (measured, see the README).
+
+    A simulated f-I curve counts whole spikes in T: where a neuron fires few times in T, the
+    curve is a staircase, and where its steps fall among the sampled currents changes from one
+    tau_ref to the next. The analytic rates give a smooth map; rounding tau_ref down to whole
+    steps (when it is not a multiple of dt) adds stripes of its own.
+    """
+    few = int(result.data.spike_count.isel(tau_ref=-1).max())
+    tau_max = spec.tau_ref.values[-1].item()
+    text = (
+        f"Stripes along tau_ref: each curve counts whole spikes in T={spec.T:g} ms (at most "
+        f"{few} at tau_ref={tau_max:g} ms), a staircase whose steps fall differently on the "
+        f"{len(spec.I)} sampled currents from one tau_ref to the next; the analytic rates give a "
+        "smooth map, and a longer T fades the stripes."
+    )
+    if result.refractory_note is not None:
+        text += (
+            f" Here tau_ref is also not a whole number of steps of dt={spec.dt:g} ms and is "
+            "rounded down, which adds stripes of its own."
+        )
+    return text
+
+
 def sweep_figures(spec: GridSpec, result: GridResult) -> dict[str, Figure]:
     """f-I curves at the grid corners; rate, rate error and distance-to-ReLU heatmaps."""
-    from mlplab.viz import plot_heatmap
+    from mlplab.viz.lif import plot_grid_heatmap
 
+    ds = result.data
     k = _rate_index(spec)
     at_I = spec.I.values[k].item()
-    axes = {
-        "x": spec.Rm.values,
-        "y": spec.tau_ref.values,
-        "xlabel": "Rm (kOhm)",
-        "ylabel": "tau_ref (msec)",
-        "log_x": spec.Rm.log,
-        "log_y": spec.tau_ref.log,
-    }
+    settings = f"{spec.method}, dt={spec.dt:g} ms, T={spec.T:g} ms"
+    scales = {"log_x": spec.Rm.log, "log_y": spec.tau_ref.log}
     # Heatmaps are (tau_ref, Rm): Rm on the horizontal axis.
-    rate = result.rate_hz[:, :, k].T
-    error = (result.rate_hz[:, :, k] - result.analytic_rate_hz[:, :, k]).T
-    return {
-        "fi_curves": fi_figure(spec, result, corner_pairs(spec), "hz"),
-        "rate_heatmap": plot_heatmap(
-            rate, title=f"Firing rate at I={at_I:g} ({spec.method})", cbar_label="Hz", **axes
+    rate = ds.rate.isel(I=k).transpose("tau_ref", "Rm")
+    error = ds.rate_error.isel(I=k).transpose("tau_ref", "Rm")
+    figures = {"fi_curves": fi_figure(spec, result, corner_pairs(spec), "hz")}
+    if bool((rate > 0).any()):
+        # Rates span a decade or more (tau_ref sets the ceiling): a log colour scale shows it.
+        figures["rate_heatmap"] = plot_grid_heatmap(
+            rate, title=f"Firing rate at I={at_I:g} mA ({settings})", log_color=True, **scales
+        )
+    else:
+        figures["rate_heatmap"] = plot_grid_heatmap(
+            rate, title=f"Firing rate at I={at_I:g} mA ({settings}): silent", **scales
+        )
+    figures["rate_error_heatmap"] = plot_grid_heatmap(
+        error,
+        title=f"Simulated minus analytic rate at I={at_I:g} mA\n({settings})",
+        symmetric=True,
+        **scales,
+    )
+    figures["distance_to_relu"] = plot_grid_heatmap(
+        ds.distance_to_relu.transpose("tau_ref", "Rm"),
+        title=(
+            "Distance of each f-I curve to its best ReLU\n"
+            f"(Cm={spec.Cm:g} uF, Vth={spec.Vth:g} V, {settings})"
         ),
-        "rate_error_heatmap": plot_heatmap(
-            error,
-            title=f"Simulated minus analytic rate at I={at_I:g} ({spec.method}, dt={spec.dt:g})",
-            cbar_label="Hz",
-            symmetric=True,
-            **axes,
-        ),
-        "distance_to_relu": plot_heatmap(
-            result.fit.distance.T,
-            title="Distance of each f-I curve to its best ReLU (RMS / max rate)",
-            cbar_label="relative RMS residual",
-            cmap="magma",
-            **axes,
-        ),
-    }
+        cmap="magma",
+        caption=stripes_caption(spec, result),
+        **scales,
+    )
+    return figures
 
 
 def trace_figure(spec: TraceSpec, result: TraceResult) -> Figure:
     from mlplab.viz import plot_lif_trace
 
     title = (
-        f"LIF Neuron Output: I={spec.I:g}, Rm={spec.Rm:g}, Cm={spec.Cm:g}, "
-        f"tau_ref={spec.tau_ref:g} ({result.count} spikes)"
+        f"LIF Neuron Output ({result.count} spikes)\nI={spec.I:g} mA, Rm={spec.Rm:g} kOhm, "
+        f"Cm={spec.Cm:g} uF, tau_ref={spec.tau_ref:g} ms, dt={spec.dt:g} ms, {spec.method}"
     )
     return plot_lif_trace(result.time, result.Vm, Vth=spec.Vth, title=title)
 
@@ -839,7 +776,7 @@ def _trace_run(cfg: DictConfig, spec: TraceSpec, output_dir: Path) -> dict[str, 
     result = run_trace(spec)
     metrics = trace_metrics(spec, result)
     print(
-        f"I={spec.I:g}, Rm={spec.Rm:g}, Cm={spec.Cm:g}, tau_ref={spec.tau_ref:g}, "
+        f"I={spec.I:g} mA, Rm={spec.Rm:g} kOhm, Cm={spec.Cm:g} uF, tau_ref={spec.tau_ref:g} ms, "
         f"T={spec.T:g} ms: {result.count} spikes, first at {metrics['lif/first_spike_ms']:g} ms, "
         f"{metrics['lif/rate_hz']:.4g} Hz (analytic {metrics['lif/analytic_rate_hz']:.4g} Hz)"
     )
@@ -854,18 +791,17 @@ def _grid_run(cfg: DictConfig, spec: GridSpec, output_dir: Path) -> dict[str, fl
         "lif", spec.dt, spec.Rm.values[0].item(), spec.Cm, spec.method, rm_key=f"{spec.key}.Rm"
     )
     result = run_grid(spec)
-    with _serial_kernels():
-        metrics = grid_metrics(spec, result)
+    metrics = grid_metrics(spec, result)
     n_rm, n_tau, n_i = spec.shape
     print(
         f"{n_rm} Rm x {n_tau} tau_ref x {n_i} I = {metrics['lif/neurons']} neurons, "
-        f"{result.steps} steps ({spec.counts}, {spec.method}, {spec.dtype}) in "
-        f"{result.sim_time_s:.3g} s; max |simulated - analytic| "
+        f"{metrics['lif/steps']} steps ({spec.counts}, {spec.method}, {spec.dtype}) in "
+        f"{result.grid_time_s:.3g} s; max |simulated - analytic| "
         f"{metrics['lif/max_abs_rate_error_hz']:.4g} Hz; distance to ReLU "
         f"{metrics['lif/distance_to_relu_min']:.3g}..{metrics['lif/distance_to_relu_max']:.3g}"
     )
-    # The npz and CSV (numpy work, mostly without the GIL) are written on a second thread while
-    # matplotlib renders the figures: on two cores most of their time hides behind the figures.
+    # The netCDF file (zlib in netCDF-C, without the GIL) and the CSV if asked are written on a
+    # second thread while matplotlib renders the figures: on two cores they hide behind them.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlplab-lif-outputs") as pool:
         saved = pool.submit(save_grid, spec, result, output_dir)
         if spec.mode == "fi":

@@ -5,180 +5,48 @@ Shared by the train and eval tasks; everything here takes config nodes or plain 
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import io
+import json
+import math
 import os
 import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from matplotlib.figure import Figure
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, Checkpoint, ModelSummary, ProgressBar
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
-from pytorch_lightning.strategies import StrategyRegistry
 from torch import Tensor, nn
 
 from mlplab.io import atomic_write
 from mlplab.tasks import common
 from mlplab.tasks.common import ConfigError, TaskError
 
-# Lightning warnings about choices mlplab makes on purpose: one block of minibatches per epoch,
-# its own transfer_batch_to_device, no validation split by default, per-step scalars logged by
-# the module itself, resuming into a new run folder. Each would otherwise print on every run.
+# Lightning warnings about choices mlplab makes on purpose: in-memory data in this process (no
+# DataLoader workers), no validation split by default, resuming into a new run folder. Each would
+# otherwise print on every run.
 _EXPECTED_WARNINGS = (
-    r".*overridden `transfer_batch_to_device`",
     r".*Total length of `list` across ranks is zero",
-    r".*smaller than the logging interval",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     r".*does not have many workers",
     # A resume into a new run folder: the new folder is the point.
     r".*The dirpath has changed from",
 )
-ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16")
-# Trainer options for automatic optimization; SpiralClassifier steps its optimizer itself.
-_MANUAL_OPTIMIZATION_DEFAULTS = {"gradient_clip_val": None, "accumulate_grad_batches": 1}
 
 
 def quiet_expected_warnings() -> None:
     """Silence the Lightning warnings that mlplab's design triggers on every run."""
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-
-
-def check_arguments(cfg: DictConfig, key: str) -> None:
-    """Refuse keys of the ``_target_`` node at ``key`` that its target does not accept.
-
-    Catches typos such as ``+model.widht=64`` before anything is built, with the key's name.
-    """
-    node = common.get(cfg, key)
-    if not isinstance(node, DictConfig) or "_target_" not in node:
-        return
-    target_name = str(node._target_)
-    try:
-        target = hydra.utils.get_object(target_name)
-        parameters = inspect.signature(target).parameters
-    except (ImportError, AttributeError, ValueError, TypeError) as err:
-        raise ConfigError(f"{key}._target_", target_name, "cannot be imported") from err
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    for name in node:
-        if not str(name).startswith("_") and name not in parameters:
-            value = OmegaConf.select(node, str(name), throw_on_resolution_failure=False)
-            allowed = ", ".join(p for p in parameters if p not in ("self", "params"))
-            raise ConfigError(
-                f"{key}.{name}", value, f"is not an argument of {target_name} (it takes {allowed})"
-            )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_devices(cfg: DictConfig, key: str) -> None:
-    value = common.get(cfg, key)
-    allowed = "must be 'auto', an integer >= 1 (or -1 for all) or a list of device indices"
-    if value == "auto" or (_is_int(value) and (value >= 1 or value == -1)):
-        return
-    items = list(value) if OmegaConf.is_list(value) else None
-    if not items or not all(_is_int(i) and i >= 0 for i in items):
-        raise ConfigError(key, value, allowed)
-
-
-def _check_limit(cfg: DictConfig, key: str) -> None:
-    value = common.get(cfg, key)
-    if value is None:
-        return
-    if _is_int(value) and value >= 1:
-        return
-    if isinstance(value, float) and 0.0 < value <= 1.0:
-        return
-    raise ConfigError(key, value, "must be an integer >= 1 (batches), a fraction in (0, 1] or null")
-
-
-def validate_trainer_config(cfg: DictConfig, key: str = "trainer") -> None:
-    """Check the Trainer values of ``cfg.<key>`` before Lightning sees them."""
-    node = common.get(cfg, key)
-    if not isinstance(node, DictConfig):
-        raise ConfigError(key, node, "must be a trainer config (trainer=cpu, gpu, ddp or ddp_sim)")
-    accelerator = common.check_choice(cfg, f"{key}.accelerator", ACCELERATORS)
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"{key}.accelerator",
-            accelerator,
-            "no CUDA GPU is visible on this machine; use trainer=cpu, or trainer=ddp_sim to try "
-            "data-parallel training on the CPU",
-        )
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{key}.accelerator", accelerator, "MPS is not available here")
-    _check_devices(cfg, f"{key}.devices")
-    if "strategy" in node:
-        common.check_choice(
-            cfg, f"{key}.strategy", ("auto", *StrategyRegistry.available_strategies())
-        )
-    precision = common.get(cfg, f"{key}.precision") if "precision" in node else "32-true"
-    if str(precision) not in PRECISIONS or isinstance(precision, bool | float):
-        raise ConfigError(f"{key}.precision", precision, f"must be one of {', '.join(PRECISIONS)}")
-    common.check_int(cfg, f"{key}.max_epochs", minimum=1)
-    if "max_steps" in node:
-        common.check_int(cfg, f"{key}.max_steps", minimum=-1)
-    deterministic = common.get(cfg, f"{key}.deterministic")
-    if not (isinstance(deterministic, bool) or deterministic == "warn"):
-        raise ConfigError(f"{key}.deterministic", deterministic, "must be true, false or 'warn'")
-    common.check_int(cfg, f"{key}.log_every_n_steps", minimum=1)
-    if "check_val_every_n_epoch" in node:
-        common.check_int(cfg, f"{key}.check_val_every_n_epoch", minimum=1, optional=True)
-    if "num_sanity_val_steps" in node:
-        common.check_int(cfg, f"{key}.num_sanity_val_steps", minimum=-1)
-    for limit in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        if limit in node:
-            _check_limit(cfg, f"{key}.{limit}")
-    for name, default in _MANUAL_OPTIMIZATION_DEFAULTS.items():
-        value = common.get(cfg, f"{key}.{name}") if name in node else default
-        if value != default:
-            shown = "null" if default is None else default
-            raise ConfigError(
-                f"{key}.{name}",
-                value,
-                f"must be {shown}: SpiralClassifier steps its own optimizer (manual optimization)",
-            )
-    check_arguments(cfg, key)
-
-
-def validate_callbacks_config(cfg: DictConfig, logged: Iterable[str]) -> None:
-    """Check ``cfg.callbacks``: known arguments, and a checkpoint monitor that will be logged."""
-    callbacks = cfg.get("callbacks")
-    if not callbacks:
-        return
-    if not isinstance(callbacks, DictConfig):
-        raise ConfigError("callbacks", callbacks, "must be a mapping of callback configs or null")
-    for name, node in callbacks.items():
-        if node is not None and not isinstance(node, DictConfig):
-            raise ConfigError(
-                f"callbacks.{name}", node, "must be a callback config (with _target_) or null"
-            )
-        check_arguments(cfg, f"callbacks.{name}")
-    if (callbacks.get("last_checkpoint") or {}).get("every_n_epochs") is not None:
-        common.check_int(cfg, "callbacks.last_checkpoint.every_n_epochs", minimum=1)
-    checkpoint = callbacks.get("model_checkpoint")
-    if not checkpoint:
-        return
-    if checkpoint.get("monitor") is not None:
-        common.check_choice(cfg, "callbacks.model_checkpoint.monitor", sorted(logged))
-    if "mode" in checkpoint:
-        common.check_choice(cfg, "callbacks.model_checkpoint.mode", ("min", "max"))
-    for name, minimum in (("every_n_epochs", 0), ("save_top_k", -1)):
-        if name in checkpoint:
-            common.check_int(cfg, f"callbacks.model_checkpoint.{name}", minimum, optional=True)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -194,66 +62,107 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
 
 
-class LastCheckpoint(Checkpoint):
-    """Write ``<dirpath>/last.ckpt`` at the end of every ``every_n_epochs`` training epochs.
+# A training step of a network with fewer parameters than this is too small for a second
+# intra-op thread to pay off, and extra threads spin against any other busy process on the
+# machine (measured with scripts/bench_threads.py; the numbers are in the README).
+PARALLEL_MIN_PARAMS = 200_000
 
-    Lightning's ModelCheckpoint rewrites its last checkpoint only when it also saves a top-k one;
-    this writes last.ckpt on its own, through the trainer's checkpoint IO (atomic with
-    :class:`AtomicCheckpointIO`), so a killed run resumes from its last finished epoch. As a
-    ``Checkpoint`` it runs after the LightningModule's epoch-end hook, like ModelCheckpoint.
 
-    Args:
-        dirpath: Folder of ``last.ckpt``.
-        every_n_epochs: Save after every this many epochs (and always when training ends).
+def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def torch_threads_for(setting: int | str, num_params: int, cores: int | None = None) -> int:
+    """Intra-op threads for a run: an integer setting as it is; ``auto`` decides.
+
+    ``auto``: ``OMP_NUM_THREADS`` when it is set (by the user, joblib, the SLURM launcher or the
+    multirun thread callback, which share cores between jobs); else one thread for a network
+    below :data:`PARALLEL_MIN_PARAMS` parameters and every core this process may use above it.
     """
-
-    FILE_NAME = "last.ckpt"
-
-    def __init__(self, dirpath: str | os.PathLike, every_n_epochs: int = 1) -> None:
-        if not _is_int(every_n_epochs) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs={every_n_epochs!r} is invalid: it must be >= 1")
-        self.dirpath = Path(dirpath)
-        self.every_n_epochs = every_n_epochs
-        self._saved_at_step: int | None = None
-
-    @property
-    def path(self) -> Path:
-        """The checkpoint file."""
-        return self.dirpath / self.FILE_NAME
-
-    def _save(self, trainer: pl.Trainer) -> None:
-        # weights_only=False: the full state (optimizer, loops), what a resume needs.
-        trainer.save_checkpoint(self.path, weights_only=False)
-        self._saved_at_step = trainer.global_step
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        self._save(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._saved_at_step != trainer.global_step:  # stopped between two saves
-            self._save(trainer)
+    if setting != "auto":
+        return int(setting)
+    from_env = os.environ.get("OMP_NUM_THREADS", "")
+    if from_env.isdigit() and int(from_env) >= 1:
+        return int(from_env)
+    if num_params < PARALLEL_MIN_PARAMS:
+        return 1
+    return cores or len(os.sched_getaffinity(0))
 
 
-def build_logger(cfg: DictConfig | None) -> Logger | None:
+def set_torch_threads(setting: int | str, num_params: int) -> int:
+    """Set torch's intra-op threads by :func:`torch_threads_for`; returns the number set."""
+    threads = torch_threads_for(setting, num_params)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def pass_job_to_ranks() -> None:
+    """In a multirun job, tell DDP ranks started from here which job they belong to.
+
+    Lightning's DDP launcher starts ranks 1..n-1 by running this process's command line again,
+    which in a multirun is the whole sweep; :func:`mlplab.tasks.common.rank_job_argv` reads these
+    variables in the rank's console script and runs just this job.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hc = HydraConfig.get()
+    os.environ[common.JOB_OVERRIDES_ENV] = json.dumps(list(hc.overrides.task))
+    os.environ[common.JOB_DIR_ENV] = str(hc.runtime.output_dir)
+
+
+@contextlib.contextmanager
+def distributed_job() -> Iterator[None]:
+    """Leave the process as the job found it: no process group, no launcher variables.
+
+    Lightning's DDP launcher sets ``LOCAL_RANK``, ``MASTER_PORT`` ... in this process's
+    environment and keeps its process group until exit. The next job of a multirun in the same
+    process would then take itself for a rank started externally and reuse a group whose other
+    ranks are gone; so a job restores the environment and destroys the group when it ends.
+    """
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
+
+
+def build_logger(cfg: DictConfig | None, key: str = "logger") -> Logger | None:
     """The logger of ``cfg.logger``, or None for ``logger=none``."""
     if not cfg or "_target_" not in cfg:
         return None
-    return hydra.utils.instantiate(cfg)
+    return common.instantiate(cfg, key)
 
 
-def build_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    """Every callback config (a node with ``_target_``) of ``cfg.callbacks``."""
+def build_callbacks(cfg: DictConfig | None, key: str = "callbacks") -> list[Callback]:
+    """Every callback config (a node with ``_target_``) of ``cfg.callbacks``; null ones are off."""
     if not cfg:
         return []
-    return [hydra.utils.instantiate(node) for node in cfg.values() if node and "_target_" in node]
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(key, cfg, "must be a mapping of callback configs or null")
+    callbacks = []
+    for name, node in cfg.items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{key}.{name}", node, "must be a callback config (with _target_)")
+        callbacks.append(common.instantiate(node, f"{key}.{name}"))
+    return callbacks
 
 
-def build_trainer(cfg: DictConfig, logger: Logger | None, callbacks: list[Callback]) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, logger: Logger | None, callbacks: list[Callback], key: str = "trainer"
+) -> pl.Trainer:
     """The Trainer of ``cfg.trainer``; progress bar, summary, checkpoints follow the callbacks."""
-    return hydra.utils.instantiate(
+    return common.instantiate(
         cfg,
+        key,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
@@ -360,15 +269,27 @@ def check_state_dict(path: Path, saved: Mapping[str, Tensor], model: nn.Module) 
 def save_decision_map(
     net: nn.Module, X_test: Tensor, y_test: Tensor, grid_size: int, title: str | None = None
 ) -> Figure:
-    """The tutorial's decision map: predictions on a grid_size^2 grid, test points overlaid."""
+    """The tutorial's decision map: predictions on a grid_size^2 grid, test points overlaid.
+
+    The grid covers the tutorial's [-2, 2]^2, widened to the next integer when test points lie
+    outside it (any 2-D dataset).
+    """
     from mlplab.viz import plot_decision_map, sample_grid
 
-    grid = sample_grid(grid_size)
+    reach = float(X_test.abs().max()) if len(X_test) else 0.0
+    x_max = max(2.0, math.ceil(1.05 * reach))
+    grid = sample_grid(grid_size, x_max)
+    first = next(net.parameters(), None)
     was_training = net.training
     net.eval()
-    labels = net(grid).argmax(dim=1)
+    labels = net(grid if first is None else grid.to(first.dtype)).argmax(dim=1)
     net.train(was_training)
-    return plot_decision_map(labels, X_test, y_test, M=grid_size, title=title)
+    return plot_decision_map(labels, X_test, y_test, M=grid_size, x_max=x_max, title=title)
+
+
+def is_plane(X: Tensor) -> bool:
+    """True for points of the plane, shape (N, 2): the decision map can be drawn."""
+    return X.ndim == 2 and X.shape[1] == 2
 
 
 def log_figures(figures: dict[str, Figure], output_dir: Path, writer: Any, step: int) -> None:

@@ -10,17 +10,19 @@ Orientation: 2-D input plots put x1 (column 0) on the horizontal axis and x2 on 
 
 from mlplab.viz.approx import plot_function_approximation
 from mlplab.viz.io import figure_to_array, figure_to_png
-from mlplab.viz.lif import plot_fi_curves, plot_lif_trace
+from mlplab.viz.lif import add_caption, plot_fi_curves, plot_grid_heatmap, plot_lif_trace
 from mlplab.viz.spiral import plot_decision_map, plot_spiral, sample_grid
 from mlplab.viz.sweep import plot_heatmap, plot_metric_vs
 from mlplab.viz.training import plot_training_loss
 
 __all__ = [
+    "add_caption",
     "figure_to_array",
     "figure_to_png",
     "plot_decision_map",
     "plot_fi_curves",
     "plot_function_approximation",
+    "plot_grid_heatmap",
     "plot_heatmap",
     "plot_lif_trace",
     "plot_metric_vs",

@@ -1,14 +1,28 @@
-"""Figures of the leaky integrate-and-fire neuron: voltage traces and f-I curves."""
+"""Figures of the leaky integrate-and-fire neuron: voltage traces, f-I curves, grid heatmaps.
+
+Units are the tutorial's (ms, kOhm, uF, V, mA; rates in Hz) and appear in every label.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from numpy.typing import ArrayLike
 
 from mlplab.viz._common import new_figure, to_numpy
+from mlplab.viz.sweep import plot_heatmap
+
+# Caption text: characters per line at fontsize "small" across a 6.4 inch figure, and the
+# height one line takes (inches).
+_CAPTION_CHARS = 92
+_CAPTION_LINE_IN = 0.17
 
 
 def plot_lif_trace(
@@ -25,7 +39,7 @@ def plot_lif_trace(
     steps its ``torch.sum(Vm > Vth)`` counts when ``V_spike > 0``.
 
     Args:
-        time: Time points (msec), shape (T,).
+        time: Time points (ms), shape (T,).
         Vm: Membrane voltage (V), shape (T,) or (n, T) for n traces.
         Vth: Spike threshold (V).
         title: Axes title; the tutorial's "LIF Neuron Output" when None.
@@ -48,7 +62,7 @@ def plot_lif_trace(
     for i, trace in enumerate(Vm):
         ax.plot(time, trace, linewidth=1, label=None if labels is None else labels[i])
     ax.axhline(
-        Vth, color="gray", linestyle="--", linewidth=1, label=f"threshold $V_{{th}}$={Vth:g}"
+        Vth, color="gray", linestyle="--", linewidth=1, label=f"threshold $V_{{th}}$={Vth:g} V"
     )
     spikes = Vm >= Vth
     times = np.broadcast_to(time, Vm.shape)[spikes]
@@ -61,9 +75,7 @@ def plot_lif_trace(
         zorder=3,
         label=f"spikes ({int(spikes.sum())})",
     )
-    ax.set(
-        xlabel="Time (msec)", ylabel="Membrane Potential (V)", title=title or "LIF Neuron Output"
-    )
+    ax.set(xlabel="Time (ms)", ylabel="Membrane Potential (V)", title=title or "LIF Neuron Output")
     ax.legend(loc="upper right", fontsize="small")
     return fig
 
@@ -123,3 +135,110 @@ def _check_curve(name: str, label: str, values: ArrayLike, currents: np.ndarray)
             f"{name}[{label!r}] has {len(values)} values but there are {len(currents)} currents"
         )
     return values
+
+
+def _label(name: str, attrs: dict[str, Any]) -> str:
+    """``name (units)`` from an xarray variable's attributes (``long_name`` names it if given)."""
+    units = attrs.get("units")
+    text = str(attrs.get("long_name", name))
+    return f"{text} ({units})" if units not in (None, "", "1") else text
+
+
+def plot_grid_heatmap(
+    data: Any,
+    title: str,
+    log_color: bool = False,
+    symmetric: bool = False,
+    cmap: str | None = None,
+    log_x: bool = False,
+    log_y: bool = False,
+    caption: str | None = None,
+) -> Figure:
+    """Draw a 2-D slice of a LIF grid, e.g. ``ds.rate.sel(I=2).T``, with units from its labels.
+
+    The axis labels are the coordinate names with their ``units`` attribute ("Rm (kOhm)"), the
+    colour bar label the variable's ``long_name`` and ``units``, so a unit is never missing.
+
+    Args:
+        data: An ``xarray.DataArray`` of shape (n_y, n_x) whose two dimensions have coordinates
+            (rows follow the first, e.g. tau_ref; columns the second, e.g. Rm).
+        title: Axes title (give the settings and their units).
+        log_color: Logarithmic colour scale over the positive values (for rates, which span
+            decades); cells <= 0 (silent neurons) are drawn light grey, as a caption says.
+        symmetric: Diverging colour map centred on 0 (for signed differences).
+        cmap: Colour map name (viridis, or RdBu_r when symmetric, by default).
+        log_x: Log-scale the horizontal axis.
+        log_y: Log-scale the vertical axis.
+        caption: A note printed under the axes (wrapped). A captioned figure has fixed margins,
+            taller by the caption's lines, instead of constrained layout.
+
+    Returns:
+        A Figure with the heatmap axes and its colour bar axes.
+
+    Raises:
+        ValueError: If ``data`` is not 2-D, or ``log_color`` finds no positive value.
+    """
+    if getattr(data, "ndim", None) != 2:
+        raise ValueError(
+            f"data has {getattr(data, 'ndim', '?')} dimensions: expected a 2-D DataArray"
+        )
+    y_name, x_name = data.dims
+    x, y = data[x_name], data[y_name]
+    values = np.asarray(data.values, dtype=float)
+    fig = plot_heatmap(
+        values,
+        x=x.values,
+        y=y.values,
+        xlabel=_label(x_name, {"units": x.attrs.get("units")}),
+        ylabel=_label(y_name, {"units": y.attrs.get("units")}),
+        title=title,
+        cbar_label=_label(str(data.name), data.attrs),
+        log_x=log_x,
+        log_y=log_y,
+        cmap=cmap,
+        symmetric=symmetric,
+    )
+    if log_color:
+        _log_colors(fig, values, cmap or "viridis")
+        if bool(np.any(values <= 0)):
+            units = data.attrs.get("units", "")
+            zero = f"Grey cells: 0 {units}".rstrip() + " (off the log colour scale)."
+            caption = f"{caption} {zero}" if caption else zero
+    if caption:
+        add_caption(fig, caption)
+    return fig
+
+
+def _log_colors(fig: Figure, values: np.ndarray, cmap: str) -> None:
+    """Put a heatmap's mesh on a log colour scale, ticks at 1, 2, 3, 5 x 10^k as plain numbers."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    if positive.size == 0:
+        raise ValueError("log_color needs at least one value > 0")
+    ax, cbar_ax = fig.axes[0], fig.axes[1]
+    (mesh,) = ax.collections
+    lo, hi = float(positive.min()), float(positive.max())
+    mesh.set_cmap(colormaps[cmap].with_extremes(bad="lightgrey"))
+    # <= 0 is invalid on a log scale: those cells are masked, i.e. drawn in the "bad" colour.
+    mesh.set_norm(LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 10))
+    cbar_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    cbar_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    cbar_ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def add_caption(fig: Figure, caption: str) -> None:
+    """Print ``caption`` (wrapped) in a band added under the figure's axes.
+
+    The figure grows by the band's height and switches to fixed margins, so every axes keeps its
+    size and place relative to the others (constrained layout would not leave room for the band).
+    """
+    text = textwrap.fill(caption, _CAPTION_CHARS)
+    band = 0.15 + _CAPTION_LINE_IN * (text.count("\n") + 1)  # inches
+    width, height = fig.get_size_inches()
+    fig.set_layout_engine("none")
+    fig.set_size_inches(width, height + band)
+    shrink = height / (height + band)
+    bottom = 1 - shrink
+    for ax in fig.axes:
+        x0, y0, w, h = ax.get_position().bounds
+        ax.set_position((x0, bottom + y0 * shrink, w, h * shrink))
+    fig.text(0.02, bottom - 0.05 / (height + band), text, fontsize="small", va="top", ha="left")
