@@ -304,35 +304,52 @@ def resolved(cfg):
     return OmegaConf.create(container)
 
 
+def why_alone(cfg, tmp_path: Path) -> str | None:
+    """Why the launcher runs a job alone: from its config, else once its run is built."""
+    reason = stacked.why_not_stackable(cfg)
+    if reason is not None:
+        return reason
+    return stacked.build_member(stacked.Member(0, cfg, tmp_path / "run"))
+
+
 @pytest.mark.parametrize(
     ("overrides", "why"),
     [
         ([], None),
+        (["data=rings"], None),
         (["model.activation='PReLU()'"], "has parameters or randomness"),
         (["model.activation='RReLU()'"], "has parameters or randomness"),
+        (["model._target_=torch.nn.Identity"], "(Identity) is not an mlplab MLP"),
+        (["optimizer._target_=torch.optim.Adafactor"], "cannot be stacked"),
+        (["scheduler=cosine"], "is stepped per run"),
         (["trainer.devices=2"], "a stack runs on one device"),
         (["trainer.precision=bf16-mixed"], "a stack trains at 32 or 64 bits"),
         (["ckpt_path=/some/run/last.ckpt"], "resumes one run"),
         (["+trainer.gradient_clip_val=1.0"], "would mix the members' gradients"),
         (["callbacks.model_checkpoint.monitor=train/loss"], "best checkpoints are kept per run"),
+        (["callbacks.model_checkpoint.filename=epoch"], "other checkpoints than last.ckpt"),
         (
             ["+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping"],
             "would see the whole stack",
         ),
     ],
 )
-def test_why_a_job_runs_alone(compose_config, overrides, why):
-    reason = stacked.stack_limits(resolved(compose_config("train", overrides)))
+def test_why_a_job_runs_alone(compose_config, tmp_path, overrides, why):
+    reason = why_alone(resolved(compose_config("train", overrides)), tmp_path)
     assert (reason is None) if why is None else (why in reason), reason
 
 
-def test_invalid_and_other_task_jobs_run_alone(compose_config):
-    reason = stacked.why_not_stackable(resolved(compose_config("train", ["model.width=0"])))
-    assert reason == ("its config is invalid (model.width=0 is invalid: must be an integer >= 1)")
+def test_invalid_and_other_task_jobs_run_alone(compose_config, tmp_path):
+    reason = why_alone(resolved(compose_config("train", ["model.width=0"])), tmp_path)
+    assert reason == "its config is invalid (model.width=0 is invalid: must be an integer >= 1)"
+    reason = why_alone(resolved(compose_config("train", ["seed=-1"])), tmp_path)
+    assert reason == "its config is invalid (seed=-1 is invalid: must be an integer >= 0)"
     cfg = resolved(compose_config("train"))
     cfg.task_name = "eval"
     assert stacked.why_not_stackable(cfg) == "task 'eval' is not mlplab-train"
-    assert stacked.why_not_stackable(resolved(compose_config("train"))) is None
+    member = stacked.Member(0, resolved(compose_config("train")), tmp_path / "run")
+    assert stacked.why_not_stackable(member.cfg) is None
+    assert stacked.build_member(member) is None and member.run is not None
 
 
 def test_jobs_stack_when_only_seed_and_optimizer_settings_differ(compose_config, tmp_path):
@@ -412,6 +429,7 @@ def test_stacked_jobs_equal_their_single_runs(sweeps):
         assert got["output_dir"] == str(a)
         assert got["overrides"] == json.loads(as_stacked(json.dumps(want["overrides"])))
         assert got["metrics"].keys() == want["metrics"].keys()
+        assert got["hparams"] == want["hparams"]
         for key, value in want["metrics"].items():
             if key != "fit_time_s":
                 assert got["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
@@ -420,10 +438,12 @@ def test_stacked_jobs_equal_their_single_runs(sweeps):
         assert ca["state_dict"].keys() == cb["state_dict"].keys()
         for key, value in cb["state_dict"].items():
             assert relative_error(ca["state_dict"][key], value) < 1e-5, (a.name, key)
-        for key in ("epoch", "global_step", "datamodule_hyper_parameters"):
+        assert ca.keys() - {"callbacks"} == cb.keys() - {"callbacks"}
+        for key in ("epoch", "global_step", "loops", "hparams_name", "lr_schedulers"):
             assert ca[key] == cb[key], key
-        assert ca["mlplab"]["net"] == cb["mlplab"]["net"]
-        assert ca["mlplab"]["loss"] == cb["mlplab"]["loss"]
+        # What built the run, which mlplab-eval and a resume rebuild.
+        assert ca["hyper_parameters"] == cb["hyper_parameters"]
+        assert ca["datamodule_hyper_parameters"] == cb["datamodule_hyper_parameters"]
         torch.testing.assert_close(
             ca["mlplab"]["training_losses"], cb["mlplab"]["training_losses"], rtol=1e-5, atol=0
         )

@@ -125,6 +125,9 @@ class StackedLauncher(Launcher):
         job.member = stacked.Member(job.num, resolved, Path(output_dir))
         job.reason = stacked.why_not_stackable(resolved)
         if job.reason is None:
+            # Built once, here: the stack trains these very objects.
+            job.reason = stacked.build_member(job.member)
+        if job.reason is None:
             job.key = stacked.stack_key(resolved, Path(output_dir))
 
     def _plan(self, jobs: list[_Job], sweep_dir: Path) -> list[list[_Job]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -333,6 +333,8 @@ class StackedClassifier(pl.LightningModule):
         chunk_size: Members per forward chunk (see :class:`StackedMLP`).
         member_ids: Optional names of the members, saved in checkpoints: a checkpoint of
             other members is refused on load.
+        member_records: Optional plain-value records of what built each member (class paths
+            and arguments), saved in checkpoints for :func:`member_records`.
     """
 
     HISTORY = (
@@ -355,6 +357,7 @@ class StackedClassifier(pl.LightningModule):
         num_classes: int,
         chunk_size: int | None = None,
         member_ids: Sequence[str] | None = None,
+        member_records: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if len(optimizers) != len(nets):
@@ -381,6 +384,7 @@ class StackedClassifier(pl.LightningModule):
         self.member_loss = stacked_loss(loss)
         self.register_buffer("alive", torch.ones(self.num_members, dtype=torch.bool))
         self.member_ids = None if member_ids is None else [str(i) for i in member_ids]
+        self.member_records = None if member_records is None else [dict(r) for r in member_records]
         self.failures: dict[int, str] = {}
         self.failed_step: dict[int, int] = {}
         # Lightning's own fields of the checkpoint last saved or loaded (epoch, loops, ...).
@@ -561,6 +565,7 @@ class StackedClassifier(pl.LightningModule):
         checkpoint["mlplab_stacked"] = {
             "num_members": self.num_members,
             "member_ids": self.member_ids,
+            "member_records": self.member_records,
             "failures": {str(m): text for m, text in self.failures.items()},
             "failed_step": {str(m): step for m, step in self.failed_step.items()},
             "history": dict(self.history),
@@ -594,6 +599,13 @@ class StackedClassifier(pl.LightningModule):
         self.checkpoint_fields = {
             k: checkpoint[k] for k in self.CHECKPOINT_FIELDS if k in checkpoint
         }
+
+
+def member_records(checkpoint: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """What built each member, as a stack's checkpoint records it; None when it records none."""
+    record = checkpoint.get("mlplab_stacked")
+    records = record.get("member_records") if isinstance(record, Mapping) else None
+    return None if records is None else [dict(r) for r in records]
 
 
 def default_chunk_size(

@@ -8,22 +8,18 @@ says what it stands for; the stacked code never reads a single-run object's attr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from mlplab.tasks import common, train
 from mlplab.tasks.common import ConfigError, TaskError
 
 __all__ = ["ConfigError", "SingleRun", "TaskError"]
-
-# Model factories whose networks are mlplab MLPs (what a stack is made of).
-MLP_TARGETS = ("mlplab.models.mlp.build_mlp", "mlplab.models.mlp.MLP")
 
 
 @dataclass
@@ -35,7 +31,7 @@ class SingleRun:
 
     @property
     def net(self) -> nn.Module:
-        """The network (an MLP)."""
+        """The network."""
         return self.model.net
 
     @property
@@ -47,6 +43,11 @@ class SingleRun:
     def optimizer(self) -> Callable[..., Any]:
         """The optimizer factory (``functools.partial`` of a torch.optim class)."""
         return self.model.optimizer_factory
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What built the run (``train.built_from``), as its checkpoint records it."""
+        return self.model.hparams.built_from
 
     def splits(self) -> dict[str, Tensor]:
         """The job's data split: ``X_train, y_train, X_val, y_val, X_test, y_test``."""
@@ -64,44 +65,44 @@ class SingleRun:
     @property
     def order_seed(self) -> int:
         """The seed of the training order, ``epoch_seed(order_seed, epoch)``."""
-        return int(self.datamodule.hparams.seed)
+        return int(self.datamodule.seed)
 
     @property
     def batch_size(self) -> int:
         """Training minibatch size."""
-        return int(self.datamodule.hparams.batch_size)
+        return int(self.datamodule.batch_size)
 
     @property
     def eval_batch_size(self) -> int | None:
         """Validation and test minibatch size (None: one batch)."""
-        return self.datamodule.hparams.get("eval_batch_size")
+        return self.datamodule.eval_batch_size
 
     @property
     def num_classes(self) -> int:
         """Classes of the data."""
-        return int(self.datamodule.hparams.num_classes)
+        return int(self.model.num_classes)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check the job's config as ``mlplab-train`` does (``ConfigError`` naming the key)."""
-    train.validate_train_config(cfg)
-
-
-def model_target(cfg: DictConfig) -> str:
-    """The class path of the model factory."""
-    return str(cfg.model._target_)
-
-
-def data_key(cfg: DictConfig) -> str:
-    """A key naming the job's data: jobs with equal keys have identical data and split."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    return json.dumps(data, sort_keys=True, default=repr)
+def check_task_config(cfg: DictConfig) -> None:
+    """Check the train task's own keys as ``mlplab-train`` does (``ConfigError`` naming the key)."""
+    train.check_task_config(cfg)
 
 
 def build(cfg: DictConfig) -> SingleRun:
-    """Seed everything from ``cfg.seed`` and build the datamodule and the model, as a single run."""
+    """Seed everything from ``cfg.seed`` and build the datamodule and the model, as a single run.
+
+    Raises:
+        ConfigError: the constructor's refusal of a value, as the single run reports it.
+    """
     datamodule, model = train.build_run(cfg)
     return SingleRun(datamodule, model)
+
+
+def stackable_data(run: SingleRun) -> bool:
+    """Whether the run's data are in-memory tensors split once (mlplab's TensorDataModule)."""
+    from mlplab.data.datamodule import TensorDataModule
+
+    return isinstance(run.datamodule, TensorDataModule)
 
 
 def own_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
@@ -109,13 +110,13 @@ def own_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
     return train.resume_path(cfg, output_dir)
 
 
-def checkpoint_dir(cfg: DictConfig) -> Path | None:
-    """Where the job's ``last.ckpt`` goes; None when its callbacks write no checkpoint."""
-    callbacks = cfg.get("callbacks") or {}
-    node = callbacks.get("last_checkpoint")
-    if not node or "_target_" not in node:
-        return None
-    return Path(str(node.dirpath))
+def check_resume(path: Path, saved_record: Mapping[str, Any], run: SingleRun) -> None:
+    """Refuse to resume a member whose saved record (``built_from``) is not this run's.
+
+    Raises:
+        TaskError: naming the first setting that differs, as a single run's resume does.
+    """
+    train.check_resume(path, {"hyper_parameters": {"built_from": saved_record}}, run.record)
 
 
 def quiet_expected_warnings() -> None:
@@ -128,6 +129,11 @@ def quiet_expected_warnings() -> None:
 def settle_gc() -> None:
     """Start-up is over: the garbage collector back on (see ``common.settle_gc``)."""
     common.settle_gc()
+
+
+def instantiate(node: Any, key: str, **kwargs: Any) -> Any:
+    """A config node built as the single run builds it (one-line ``ConfigError`` on failure)."""
+    return common.instantiate(node, key, **kwargs)
 
 
 def build_logger(cfg: DictConfig) -> Any:
@@ -163,9 +169,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     common.write_json_atomic(path, data)
 
 
-def run_task(cfg: DictConfig, body: Callable[[DictConfig, Path], dict[str, Any]]) -> float | None:
+def run_task(cfg: DictConfig, body: Callable[[DictConfig, Path], Any]) -> float | None:
     """Run a job body inside Hydra's ``run_job``: ``metrics.json``, status, one-line errors."""
     return common.run_task(cfg, body)
+
+
+def outcome(metrics: dict[str, Any], hparams: dict[str, Any]) -> common.Outcome:
+    """A job body's result: its metrics and the hyper-parameters metrics.json records."""
+    return common.Outcome(metrics, hparams)
 
 
 def one_line(err: BaseException) -> str:
@@ -186,10 +197,27 @@ def test_metrics(trainer: Any, run: SingleRun) -> dict[str, float]:
 
 def train_metrics(run: SingleRun) -> tuple[float, float]:
     """``train/loss``, ``train/acc``: the tutorial's eval-mode pass over the training split."""
-    from mlplab.models.classifier import evaluate
+    from mlplab.data.datamodule import sequential_loader
+    from mlplab.models.classifier import evaluate_batches
 
-    dm = run.datamodule
-    return evaluate(run.net, dm.X_train, dm.y_train, run.loss)
+    batches = sequential_loader(run.datamodule.train_dataloader())
+    loss, acc, _ = evaluate_batches(run.net, batches, run.loss)
+    return loss, acc
+
+
+def hparams(run: SingleRun, seed: int) -> dict[str, Any]:
+    """The job's HPARAMS entry and metrics.json ``hparams`` (``train.hparams_of``).
+
+    Inside Hydra's ``run_job`` of the job, so its config-group choices are the job's own.
+    """
+    return train.hparams_of(run.record, run.net, seed, train._options())
+
+
+def log_hparams(logger: Any, hparams: dict[str, Any], final: dict[str, float]) -> None:
+    """The job's HPARAMS entry with its final metrics, as the single run writes it."""
+    from mlplab.tasks import runtime
+
+    runtime.log_hparams(logger, hparams, final)
 
 
 def single_run_checkpoint(
@@ -204,7 +232,8 @@ def single_run_checkpoint(
     ``pytorch-lightning_version`` and ``loops`` from the stacked run's checkpoint (``shared``; a
     stacked run steps once per minibatch like the single run, so its loop counters are the
     single run's), the model's ``state_dict`` and ``on_save_checkpoint`` record, one optimizer
-    state, the datamodule's hyper-parameters. Callback states are left out (a resume starts
+    state, the model's and the datamodule's hyper-parameters (the model's hold ``built_from``,
+    what ``mlplab-eval`` and a resume rebuild). Callback states are left out (a resume starts
     the callbacks afresh). ``run``'s network must hold the member's weights already.
     """
     model, dm = run.model, run.datamodule
@@ -219,8 +248,9 @@ def single_run_checkpoint(
         "optimizer_states": [optimizer_state],
         "lr_schedulers": [],
     }
-    for obj in (model, dm):
+    for obj, prefix in ((model, ""), (dm, "datamodule_")):
         if obj.hparams:
+            checkpoint[f"{prefix}hparams_name"] = "kwargs"
             checkpoint[obj.CHECKPOINT_HYPER_PARAMS_KEY] = dict(obj.hparams)
     state = dm.state_dict()
     if state:
@@ -233,8 +263,8 @@ def log_scalars(logger: Any, rows: list[tuple[int, dict[str, float]]]) -> None:
     """Log ``(step, {name: value})`` rows as the single run's logger would log them.
 
     For TensorBoard, one event per row holding all its values (what ``add_scalar`` writes one
-    value at a time, ten times faster for a run's ~600 rows); other loggers get
-    ``log_metrics``.
+    value at a time, ten times faster for a run's ~600 rows), through the writer's file writer
+    as ``runtime.log_hparams`` and ``log_figures`` write; other loggers get ``log_metrics``.
     """
     if logger is None:
         return
@@ -247,19 +277,12 @@ def log_scalars(logger: Any, rows: list[tuple[int, dict[str, float]]]) -> None:
         return
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    file_writer = writer._get_file_writer()  # as runtime.log_hparams and log_figures write
+    file_writer = writer._get_file_writer()
     for step, values in rows:
         summary = Summary(
             value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()]
         )
         file_writer.add_summary(summary, step)
-
-
-def log_hparams(logger: Any, cfg: DictConfig, run: SingleRun, final: dict[str, float]) -> None:
-    """The job's HPARAMS entry (``train.hparams_of``) with its final metrics."""
-    from mlplab.tasks import runtime
-
-    runtime.log_hparams(logger, train.hparams_of(cfg, run.net), final)
 
 
 def save_figures(
@@ -271,27 +294,21 @@ def save_figures(
     logger: Any,
     step: int,
 ) -> None:
-    """decision_map.png and training_loss.png, as ``train._save_figures`` draws them."""
-    from mlplab.tasks.runtime import log_figures, save_decision_map, tensorboard_of
-    from mlplab.viz import plot_training_loss
-
-    dm = run.datamodule
-    title = f"test accuracy {metrics['test/acc']:.2f} %" if "test/acc" in metrics else None
-    figures = {
-        "decision_map": save_decision_map(
-            run.net, dm.X_test, dm.y_test, cfg.grid_size, title=title
-        ),
-        "training_loss": plot_training_loss(training_losses, title="Training loss"),
-    }
-    log_figures(figures, output_dir, tensorboard_of(logger), step)
+    """decision_map.png (2-D inputs) and training_loss.png, drawn by the single run's code."""
+    run.model.training_losses = list(training_losses)
+    train._save_figures(cfg, run.datamodule, run.model, metrics, output_dir, logger, step)
 
 
 def print_accuracies(run: SingleRun, metrics: dict[str, float]) -> None:
     """The tutorial's two lines, as ``mlplab-train`` prints them."""
+    from mlplab.data.datamodule import count_samples
+
     dm = run.datamodule
-    print(f"Accuracy on the {len(dm.X_train)} training samples: {metrics['train/acc']:0.2f}")
+    n_train = count_samples(dm.train_dataloader())
+    print(f"Accuracy on the {n_train} training samples: {metrics['train/acc']:0.2f}")
     if "test/acc" in metrics:
-        print(f"Accuracy on the {len(dm.X_test)} testing samples: {metrics['test/acc']:0.2f}")
+        n_test = count_samples(dm.test_dataloader())
+        print(f"Accuracy on the {n_test} testing samples: {metrics['test/acc']:0.2f}")
 
 
 def no_step_error() -> TaskError:

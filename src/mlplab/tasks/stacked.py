@@ -49,11 +49,14 @@ class Member:
         num: Hydra's job number.
         cfg: The job's task config, resolved (no ``hydra`` node).
         output_dir: The job's folder.
+        run: Its datamodule and model, built as its single run builds them
+            (:func:`build_member`).
     """
 
     num: int
     cfg: DictConfig
     output_dir: Path
+    run: single_run.SingleRun | None = None
 
     @property
     def name(self) -> str:
@@ -70,7 +73,6 @@ class MemberResult:
     group_dir: Path
     group_size: int
     error: BaseException | None = None
-    run: single_run.SingleRun | None = None
     net_state: dict[str, Any] = field(default_factory=dict)
     optimizer_state: dict[str, Any] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
@@ -100,18 +102,71 @@ def _target_class(node: Any) -> type | None:
 
 
 def why_not_stackable(cfg: DictConfig) -> str | None:
-    """Why the job must run alone, or None when it can be a member of a stack.
+    """Why the job must run alone, judged from its config; None when it may join a stack.
 
-    A job runs alone when it is not ``mlplab-train``, when its config is invalid (it then fails
-    alone with the single run's message), or when :func:`stack_limits` says so.
+    A job runs alone when it is not ``mlplab-train``, when the train task's own keys are
+    invalid (it then fails alone with the single run's message), or when :func:`stack_limits`
+    says so. What its datamodule and network are is judged once they are built
+    (:func:`build_member`).
     """
     if cfg.get("task_name") != "train":
         return f"task {cfg.get('task_name')!r} is not mlplab-train"
     try:
-        single_run.validate(cfg)
+        single_run.check_task_config(cfg)
     except ConfigError as err:
         return f"its config is invalid ({err})"
     return stack_limits(cfg)
+
+
+def build_member(member: Member) -> str | None:
+    """Build the member's datamodule and model as its single run would; why it must run alone.
+
+    Returns None when the member can be stacked: its data are in-memory tensors (a
+    ``TensorDataModule``), its network an mlplab MLP with an element-wise activation, its
+    optimizer an element-wise ``torch.optim`` one. A constructor's refusal makes the job run
+    alone, where it fails with the single run's message.
+    """
+    from mlplab.models.mlp import MLP, parse_activation
+    from mlplab.models.stacked import optimizer_settings, stackable_activation
+
+    try:
+        run = single_run.build(member.cfg)
+    except ConfigError as err:
+        return f"its config is invalid ({err})"
+    if not single_run.stackable_data(run):
+        return f"its data ({type(run.datamodule).__name__}) are not in-memory TensorDataModule"
+    if type(run.net) is not MLP:  # a subclass may compute something else
+        return f"its network ({type(run.net).__name__}) is not an mlplab MLP"
+    if not stackable_activation(parse_activation(run.net.activation)):
+        return f"activation {run.net.activation} has parameters or randomness"
+    try:
+        optimizer_settings(run.optimizer)
+    except ValueError as err:
+        return str(err)
+    member.run = run
+    return None
+
+
+def _checkpoint_limits(name: str, node: Any) -> str | None:
+    """Why a checkpoint callback cannot be one per member: only the default ``last.ckpt``."""
+    if node.get("monitor") is not None:
+        return f"callbacks.{name}.monitor={node.monitor}: best checkpoints are kept per run"
+    cls = _target_class(node)
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    every_epoch = (
+        cls is not None
+        and issubclass(cls, ModelCheckpoint)
+        and node.get("filename") == "last"
+        and node.get("dirpath")
+        and not node.get("save_last")
+        and not node.get("every_n_train_steps")
+        and node.get("train_time_interval") is None
+        and node.get("every_n_epochs") in (None, 1)
+    )
+    if not every_epoch:
+        return f"callbacks.{name} writes other checkpoints than last.ckpt after every epoch"
+    return None
 
 
 def stack_limits(cfg: DictConfig) -> str | None:
@@ -120,18 +175,10 @@ def stack_limits(cfg: DictConfig) -> str | None:
         return f"ckpt_path={cfg.ckpt_path} resumes one run"
     from pytorch_lightning.callbacks import Checkpoint, ModelSummary, ProgressBar
 
-    from mlplab.models.mlp import parse_activation
-    from mlplab.models.stacked import ELEMENTWISE_OPTIMIZERS, stackable_activation
-
-    if single_run.model_target(cfg) not in single_run.MLP_TARGETS:
-        return f"model {single_run.model_target(cfg)} is not an mlplab MLP"
-    if not stackable_activation(parse_activation(cfg.model.activation)):
-        return f"activation {cfg.model.activation} has parameters or randomness"
-    optimizer = _target_class(cfg.optimizer)
-    if optimizer is None or not issubclass(optimizer, ELEMENTWISE_OPTIMIZERS):
-        return f"optimizer {cfg.optimizer._target_} does not update element by element"
     if not cfg.optimizer.get("_partial_", False):
         return "the optimizer config is not a partial (_partial_: true)"
+    if (cfg.get("scheduler") or {}).get("_target_"):
+        return f"scheduler {cfg.scheduler._target_} is stepped per run"
     trainer = cfg.trainer
     devices, accelerator = trainer.get("devices", "auto"), trainer.get("accelerator", "auto")
     one_device = devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)
@@ -150,8 +197,21 @@ def stack_limits(cfg: DictConfig) -> str | None:
         known = cls is not None and issubclass(cls, Checkpoint | ProgressBar | ModelSummary)
         if not known:
             return f"callback {name} ({node._target_}) would see the whole stack, not one run"
-        if issubclass(cls, Checkpoint) and node.get("monitor") is not None:
-            return f"callbacks.{name}.monitor={node.monitor}: best checkpoints are kept per run"
+        if issubclass(cls, Checkpoint):
+            why = _checkpoint_limits(name, node)
+            if why is not None:
+                return why
+    return None
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path | None:
+    """Where the job's ``last.ckpt`` goes; None when its callbacks write no checkpoint."""
+    from pytorch_lightning.callbacks import Checkpoint
+
+    for node in (cfg.get("callbacks") or {}).values():
+        cls = None if not node or "_target_" not in node else _target_class(node)
+        if cls is not None and issubclass(cls, Checkpoint):
+            return Path(str(node.dirpath))
     return None
 
 
@@ -214,36 +274,24 @@ def _optimizer_order(runs: Sequence[single_run.SingleRun]) -> list[int]:
 
 
 def _group_callbacks(cfg: DictConfig, directory: Path, steps_per_epoch: int) -> list[Any]:
-    """The group's progress bar and summary (if the jobs have them) and its own last.ckpt.
+    """The jobs' callbacks as the group runs them: the checkpoint writes the group's last.ckpt.
 
     The progress bar redraws once per epoch: a stack's step takes a few milliseconds, and a
     Rich bar redrawn every step added 2.5 ms to each.
     """
-    from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
+    from pytorch_lightning.callbacks import Checkpoint, ProgressBar
 
     callbacks = []
-    for node in (cfg.get("callbacks") or {}).values():
+    for name, node in (cfg.get("callbacks") or {}).items():
         if not node or "_target_" not in node:
             continue
         cls = _target_class(node)
-        if cls is None or issubclass(cls, Checkpoint):
-            continue
-        if issubclass(cls, ProgressBar) and "refresh_rate" in _arguments(cls):
-            rate = max(int(node.get("refresh_rate") or 1), steps_per_epoch)
-            callbacks.append(hydra.utils.instantiate(node, refresh_rate=rate))
-        else:
-            callbacks.append(hydra.utils.instantiate(node))
-    if single_run.checkpoint_dir(cfg) is not None:
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=group_checkpoint(directory).parent,
-                filename="last",
-                monitor=None,
-                save_top_k=1,
-                every_n_epochs=1,
-                enable_version_counter=False,
-            )
-        )
+        kwargs: dict[str, Any] = {}
+        if cls is not None and issubclass(cls, Checkpoint):
+            kwargs["dirpath"] = str(group_checkpoint(directory).parent)
+        elif cls is not None and issubclass(cls, ProgressBar) and "refresh_rate" in _arguments(cls):
+            kwargs["refresh_rate"] = max(int(node.get("refresh_rate") or 1), steps_per_epoch)
+        callbacks.append(single_run.instantiate(node, f"callbacks.{name}", **kwargs))
     return callbacks
 
 
@@ -283,9 +331,7 @@ def _train_group(
     single_run.quiet_expected_warnings()
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
     first = members[0].cfg
-    runs = [single_run.build(m.cfg) for m in members]
-    for result, run in zip(results, runs, strict=True):
-        result.run = run
+    runs = [m.run if m.run is not None else single_run.build(m.cfg) for m in members]
     order = _optimizer_order(runs)
     splits = [runs[i].splits() for i in order]
     nets = [runs[i].net for i in order]
@@ -299,13 +345,14 @@ def _train_group(
         runs[0].num_classes,
         chunk_size=chunk_size,
         member_ids=[members[i].name for i in order],
+        member_records=[runs[i].record for i in order],
     )
     data = StackedDataModule(
         splits,
         [runs[i].order_seed for i in order],
         runs[0].batch_size,
         runs[0].eval_batch_size,
-        keys=[single_run.data_key(members[i].cfg) for i in order],
+        keys=[json.dumps(runs[i].record["data"], sort_keys=True, default=repr) for i in order],
     )
     trainer_cfg = OmegaConf.merge(first.trainer, {"default_root_dir": str(directory)})
     callbacks = _group_callbacks(first, directory, len(data.train_dataloader()))
@@ -314,6 +361,7 @@ def _train_group(
     resume = first.ckpt_path == "last" and ckpt.is_file()
     if resume:
         checkpoint = single_run.load_checkpoint(ckpt)  # checked and refused in one line if bad
+        _check_resume(ckpt, checkpoint, [runs[i] for i in order])
         log.info(
             "resuming the stack from %s (after epoch %d, step %d)",
             ckpt,
@@ -368,6 +416,20 @@ def _train_group(
         result.val = {k: float(v[position]) for k, v in val.items()}
 
 
+def _check_resume(
+    path: Path, checkpoint: dict[str, Any], runs: Sequence[single_run.SingleRun]
+) -> None:
+    """Refuse a stack checkpoint whose members were built from other settings, as a single run's
+    resume refuses its own (the member records are in the stack's order)."""
+    from mlplab.models.stacked import member_records
+
+    saved = member_records(checkpoint)
+    if saved is None or len(saved) != len(runs):
+        return  # not this stack's: StackedClassifier.on_load_checkpoint says why
+    for record, run in zip(saved, runs, strict=True):
+        single_run.check_resume(path, record, run)
+
+
 # --- finishing a member's job folder ------------------------------------------------------------
 
 
@@ -376,14 +438,14 @@ def finish_member(cfg: DictConfig, result: MemberResult) -> float | None:
     return single_run.run_task(cfg, lambda cfg, output_dir: _member_body(cfg, output_dir, result))
 
 
-def _member_body(cfg: DictConfig, output_dir: Path, result: MemberResult) -> dict[str, Any]:
+def _member_body(cfg: DictConfig, output_dir: Path, result: MemberResult) -> Any:
     log.info(
         "job %d trained as one of %d members of the stack in %s",
         result.member.num,
         result.group_size,
         result.group_dir,
     )
-    run = result.run
+    run = result.member.run
     if result.error is not None:
         if result.failed_step is not None and run is not None:
             logger = single_run.build_logger(cfg)
@@ -409,7 +471,7 @@ def _member_body(cfg: DictConfig, output_dir: Path, result: MemberResult) -> dic
         rows.append((result.global_step, test))
     single_run.log_scalars(logger, rows)
     losses = result.history["step/loss"].tolist()
-    ckpt_dir = single_run.checkpoint_dir(cfg)
+    ckpt_dir = checkpoint_dir(cfg)
     if ckpt_dir is not None and result.shared:
         checkpoint = single_run.single_run_checkpoint(
             run, losses, result.optimizer_state, result.shared
@@ -417,10 +479,11 @@ def _member_body(cfg: DictConfig, output_dir: Path, result: MemberResult) -> dic
         single_run.save_checkpoint(checkpoint, ckpt_dir / "last.ckpt")
     if cfg.figures:
         single_run.save_figures(cfg, run, losses, metrics, output_dir, logger, result.global_step)
+    hparams = single_run.hparams(run, cfg.seed)
     final = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
-    single_run.log_hparams(logger, cfg, run, final)
+    single_run.log_hparams(logger, hparams, final)
     _close(logger, "success")
-    return metrics
+    return single_run.outcome(metrics, hparams)
 
 
 def _every(cfg: DictConfig) -> int:
