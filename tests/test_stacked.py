@@ -404,6 +404,10 @@ def sweeps(tmp_path_factory) -> dict[str, Path]:
         )
         assert result.returncode == 0, result.stderr[-3000:]
         out[launcher] = sweep_dir_of(log_dir)
+        if launcher == "stacked":
+            # Each job composed once: the launcher takes the configs the sweeper composed.
+            assert "Composed 8 jobs in" in result.stderr
+            assert "(8 as the sweeper composed them to validate them)" in result.stderr
     return out
 
 
