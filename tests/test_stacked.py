@@ -611,6 +611,23 @@ def test_resume_of_a_stacked_sweep_continues_every_member(tmp_path):
         for key, value in cb["state_dict"].items():
             assert torch.equal(ca["state_dict"][key], value), key
         assert torch.equal(ca["mlplab"]["training_losses"], cb["mlplab"]["training_losses"])
+    # Resumed with other data: refused for the stack and for the job alone, as a single run's.
+    result = run_cli(
+        "train",
+        "-m",
+        "hydra/launcher=stacked",
+        *args,
+        "trainer.max_epochs=3",
+        "data.sigma=0.2",
+        f"hydra.sweep.dir={sweep}",
+        "ckpt_path=last",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    for job in jobs_of(sweep):
+        record = read_metrics(job)
+        assert record["status"] == "failed"
+        assert "trained with data.sigma=0.16 but this run has data.sigma=0.2" in record["error"]
 
 
 @pytest.mark.slow
