@@ -4,8 +4,10 @@ Hydra finds this module through the ``hydra_plugins`` namespace package. It impo
 at module level (every Hydra run scans its plugins); mlplab, torch and Lightning are imported
 when a sweep is launched.
 
-The launcher composes every job's config as the basic launcher does, groups the ``mlplab-train``
-jobs that differ only in seed and optimizer settings (:func:`mlplab.tasks.stacked.stack_key`),
+The launcher takes every job's config as the sweeper composed it (:class:`RememberingConfigLoader`;
+each job is composed once), builds each ``mlplab-train`` job's datamodule and model as its single
+run would, groups the jobs that differ only in seed and optimizer settings
+(:func:`mlplab.tasks.stacked.stack_key`),
 trains each group of two or more as one stack in this process, and writes every job's folder
 through Hydra's own ``run_job`` (``.hydra/``, the job's log, Hydra's callbacks, ``metrics.json``).
 Jobs it cannot stack run one after another, exactly as the basic launcher runs them.

@@ -33,8 +33,7 @@ from mlplab.tasks.single_run import ConfigError, TaskError
 
 log = logging.getLogger("mlplab")
 
-# Keys that may differ between the members of one stack (the optimizer's: all but its class).
-VARYING = ("seed", "data.seed", "optimizer")
+# The optimizer keys members of one stack share (the others, its settings, may differ).
 _OPTIMIZER_FIXED = ("_target_", "_partial_")
 # Trainer settings a stack of members on one device can honour.
 _ONE_DEVICE_PRECISIONS = ("32-true", "32", "64-true", "64")
