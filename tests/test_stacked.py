@@ -406,8 +406,9 @@ def sweeps(tmp_path_factory) -> dict[str, Path]:
         out[launcher] = sweep_dir_of(log_dir)
         if launcher == "stacked":
             # Each job composed once: the launcher takes the configs the sweeper composed.
-            assert "Composed 8 jobs in" in result.stderr
-            assert "(8 as the sweeper composed them to validate them)" in result.stderr
+            log = result.stdout + result.stderr
+            assert "Composed 8 jobs in" in log
+            assert "(8 as the sweeper composed them to validate them)" in log
     return out
 
 
