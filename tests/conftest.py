@@ -55,6 +55,12 @@ def compose_config(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     GlobalHydra.instance().clear()
 
 
+def tensorboard_run(folder: Path) -> Path:
+    """The TensorBoard run of a single run's folder: ``<run>/tensorboard/<its settings>``."""
+    (run,) = (folder / "tensorboard").iterdir()
+    return run
+
+
 def run_cli(
     task: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

@@ -172,7 +172,8 @@ def test_gpu_trainers_are_refused_without_cuda(compose_config, trainer) -> None:
 @pytest.mark.parametrize(
     ("logger", "kind", "folder"),
     [
-        ("tensorboard", TensorBoardLogger, "tensorboard"),
+        # <run>/tensorboard/<settings>: the run's TensorBoard run is named by its overrides.
+        ("tensorboard", TensorBoardLogger, "tensorboard/logger=tensorboard"),
         ("csv", CSVLogger, "csv"),
         ("none", None, ""),
     ],

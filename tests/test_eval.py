@@ -54,7 +54,7 @@ def test_eval_gives_the_training_runs_test_metrics(compose_config, tmp_path, tra
     )
     assert (out / "decision_map.png").read_bytes().startswith(PNG)
     images = []
-    for events in (out / "tensorboard").glob("events.out.tfevents.*"):
+    for events in (out / "tensorboard").rglob("events.out.tfevents.*"):  # /<settings>/events...
         acc = EventAccumulator(str(events), size_guidance={IMAGES: 0})
         acc.Reload()
         images += [(tag, image) for tag in acc.Tags()["images"] for image in acc.Images(tag)]

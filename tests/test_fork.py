@@ -115,7 +115,7 @@ def run_in(fork: Path, task: str, *args: str):
 def hparams_in(folder: Path) -> dict:
     """The HPARAMS entry of a run's TensorBoard folder, read with TensorBoard's own reader."""
     values: dict = {}
-    for path in sorted(folder.glob("events.out.tfevents.*")):
+    for path in sorted(folder.rglob("events.out.tfevents.*")):  # <run>/tensorboard/<settings>/
         acc = ea.EventAccumulator(str(path), size_guidance={ea.TENSORS: 0})
         acc.Reload()
         with contextlib.suppress(KeyError):  # KeyError: no hparams entry in this file

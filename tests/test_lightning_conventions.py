@@ -467,7 +467,7 @@ def test_cli_ddp_sim_with_default_callbacks_and_logger(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert_ranks_agree(run)
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
     assert (run / "decision_map.png").is_file()
 
 

@@ -140,7 +140,7 @@ def test_two_processes_at_once_get_own_folders_and_identical_results(tmp_path) -
         assert record["status"] == "ok" and record["output_dir"] == str(run_dir)
         assert checkpoint_of(run_dir)["global_step"] == 30
         assert (run_dir / "decision_map.png").stat().st_size > 0
-        assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 1
+        assert len(list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))) >= 1
         assert (run_dir / ".hydra" / "config.yaml").is_file()
     # Determinism: separate processes, bit-identical weights, optimizer state and metrics.
     assert_same_run(*runs)

@@ -1,4 +1,6 @@
-"""Sweeps: real Hydra multiruns (basic, joblib, submitit_local launchers, Optuna) in subprocesses.
+"""Sweeps: real Hydra multiruns (basic, joblib, submitit_local launchers) in subprocesses.
+
+The Optuna search has its own tests (test_optuna.py).
 
 Every multirun runs tiny jobs (debug=fast: one epoch of 4 minibatches) with outputs in tmp_path.
 """
@@ -7,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import re
 import subprocess
@@ -23,8 +24,9 @@ from omegaconf import OmegaConf
 
 from conftest import BIN, run_cli
 from mlplab.models.mlp import count_parameters, parse_activation, width_for_budget
+from mlplab.report import load_sweep
 from mlplab.tasks.common import CONF_DIR, ROOT_DIR, quote_call_values
-from mlplab.tasks.report import collect_jobs, make_report
+from mlplab.tasks.report import expected_jobs, make_report
 
 TINY = ["debug=fast", "logger=none", "callbacks=none", "figures=false"]
 ACTIVATIONS = ["ReLU()", "Tanh()", "LeakyReLU(0.1)"]
@@ -37,7 +39,8 @@ def only_sweep_dir(log_dir: Path) -> Path:
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    # Job folders are numbered; tensorboard/ (a run per job) and .submitit/ are not jobs.
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
     return sorted(jobs, key=lambda p: int(p.name))
 
 
@@ -96,25 +99,6 @@ def test_command_line_activation_specs_are_quoted_for_hydra():
     (arg,) = quote_call_values(["model.activation=ReLU,Tanh,LeakyReLU(0.1)"])
     assert arg == "model.activation=ReLU,Tanh,'LeakyReLU(0.1)'"
     assert sweep_values(arg.split("=", 1)[1]) == ["ReLU", "Tanh", "LeakyReLU(0.1)"]
-
-
-def test_optuna_config_searches_lr_width_depth_activation_on_val_acc():
-    cfg = compose_with_hydra(["hparams_search=optuna"])
-    sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper")
-    assert sweeper.direction == "maximize" and sweeper.storage is None
-    assert cfg.optimized_metric == "val/acc" and cfg.data.val_fraction == 0.2
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
-    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
-    assert not fixed
-    lr = space["optimizer.lr"]
-    assert type(lr).__name__ == "LogUniformDistribution" and (lr.low, lr.high) == (1e-4, 0.1)
-    assert space["model.width"].choices == (8, 16, 32, 64, 128)
-    assert space["model.depth"].choices == (1, 2, 3)
-    # Optuna hands each choice back as override text; the inner quotes keep it a string.
-    for choice, spec in zip(space["model.activation"].choices, ACTIVATIONS, strict=True):
-        assert sweep_values(choice) == [spec]
 
 
 def test_launcher_configs_compose_without_schema_warnings():
@@ -229,13 +213,7 @@ def test_arch_grid_with_the_basic_launcher_and_its_report(tmp_path):
     order = [row.split(",")[0] for row in rows[1:]]
     assert sorted(accs, key=lambda name: (-accs[name], int(name))) == order
     assert summary["best/test/acc"] == max(accs.values())
-    pngs = {
-        "test_acc_vs_model.width.png",
-        "test_acc_vs_model.depth.png",
-        "test_acc_heatmap_ReLU.png",
-        "test_acc_heatmap_Tanh.png",
-        "test_acc_heatmap_LeakyReLU_0.1.png",
-    }
+    pngs = {"test_acc_vs_model.width.png", "test_acc_vs_model.depth.png", "test_acc_heatmap.png"}
     assert pngs <= set(summary["files"])
     for name in pngs:
         assert (sweep_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -248,12 +226,12 @@ def test_arch_grid_with_the_basic_launcher_and_its_report(tmp_path):
         path.rmdir()
     jobs[11].rmdir()
     (jobs[10] / "metrics.json").unlink()
-    status = {job.name: job.status for job in collect_jobs(sweep_dir)}
-    assert status["10"] == "running" and status["11"] == "pending"
-    pending = next(job for job in collect_jobs(sweep_dir) if job.name == "11")
+    frame = load_sweep(sweep_dir, expected_jobs(sweep_dir)).set_index("job")
+    assert frame.loc["10", "status"] == frame.loc["11", "status"] == "missing"
+    assert frame.loc["11", "error"] == "not started"
     # Known from multirun.yaml: what job 11 will run.
-    assert pending.overrides["model.width"] == 16
-    assert pending.overrides["model.activation"] == "LeakyReLU(0.1)"
+    assert frame.loc["11", "model.width"] == 16
+    assert frame.loc["11", "model.activation"] == "LeakyReLU(0.1)"
     assert make_report(sweep_dir, figures=False)["jobs/ok"] == 10
 
 
@@ -334,62 +312,6 @@ def test_submitit_local_sweep_records_a_diverged_job(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_optuna_search_maximises_val_acc_and_survives_failed_trials(tmp_path):
-    # Width 0 is refused: those trials fail (NaN objective), and the search must go on.
-    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "model.width=choice(0,8)"]
-    result = multirun(tmp_path, *args, *TINY)
-    assert "setup plugin alembic" not in result.stdout + result.stderr
-    sweep_dir = only_sweep_dir(tmp_path)
-    jobs = job_dirs(sweep_dir)
-    records = [read(j) for j in jobs]
-    assert len(records) == 3  # every trial ran
-    widths = [job_config(j)["model"]["width"] for j in jobs]
-    assert [r["status"] for r in records] == ["failed" if w == 0 else "ok" for w in widths]
-    assert set(widths) == {0, 8}  # this seed samples both: some trials fail, some finish
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert f"mlplab: {widths.count(8)} of 3 jobs ok in {sweep_dir}; failed: " in result.stderr
-    ok = [r for r in records if r["status"] == "ok"]
-    val = [r["metrics"]["val/acc"] for r in ok]
-    assert all(0.0 <= v <= 100.0 for v in val)
-    # A validation split of 20 % of the 3200 training points: 640 validation, 2560 trained on.
-    assert all(job_config(j)["data"]["val_fraction"] == 0.2 for j in jobs)
-    assert "Accuracy on the 2560 training samples" in result.stdout
-    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
-    assert best["best_value"] == pytest.approx(max(val))
-    winner = ok[val.index(max(val))]
-    params = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in winner["overrides"]}
-    assert math.isclose(float(params["optimizer.lr"]), best["best_params"]["optimizer.lr"])
-    assert 1e-4 <= best["best_params"]["optimizer.lr"] <= 0.1
-    assert best["best_params"]["model.width"] == 8
-    assert best["best_params"]["model.activation"].strip("'") in ACTIVATIONS
-
-
-@pytest.mark.slow
-@pytest.mark.subprocess
-def test_optuna_study_in_sqlite_resumes_with_the_same_command(tmp_path):
-    import optuna
-
-    db = tmp_path / "study.db"
-    args = [
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=2",
-        f"hydra.sweeper.storage=sqlite:///{db}",
-    ]
-    for _ in range(2):  # the second command goes on with the study the first one stored
-        result = multirun(tmp_path, *args, *TINY)
-        assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name="mlp_arch", storage=f"sqlite:///{db}")
-    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
-    values = [
-        read(j)["metrics"]["val/acc"]
-        for d in sorted((tmp_path / "train" / "multiruns").iterdir())
-        for j in job_dirs(d)
-    ]
-    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(values))
-
-
-@pytest.mark.slow
-@pytest.mark.subprocess
 def test_depth_budget_script_widths_and_tensorboard_hparams(tmp_path):
     """scripts/sweep_depth_budget.sh: widths from the budget, HPARAMS per job, the report."""
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
@@ -414,12 +336,15 @@ def test_depth_budget_script_widths_and_tensorboard_hparams(tmp_path):
     assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_depth_budget\d+", sweep_dir.name)
     records = {j.name: read(j) for j in job_dirs(sweep_dir)}
 
-    mux = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir))
+    # The sweep's TensorBoard runs, named by each job's settings.
+    mux = EventMultiplexer().AddRunsFromDirectory(str(sweep_dir / "tensorboard"))
     mux.Reload()
-    assert sorted(mux.Runs()) == ["0/tensorboard", "1/tensorboard", "2/tensorboard"]
+    # Hydra writes the sweep's per-job overrides back from their values: figures=False.
+    settings = "callbacks=none,debug=fast,experiment=depth_budget,figures=False,model.depth={}"
+    runs = [settings.format(depth) for depth in (1, 2, 3)]
+    assert sorted(mux.Runs()) == runs
     content = mux.PluginRunToTagToContent(metadata.PLUGIN_NAME)
-    for job, depth in zip("012", (1, 2, 3), strict=True):
-        run = f"{job}/tensorboard"
+    for job, depth, run in zip("012", (1, 2, 3), runs, strict=True):
         tags = content[run]
         start = metadata.parse_session_start_info_plugin_data(tags[metadata.SESSION_START_INFO_TAG])
         hparams = {
@@ -431,9 +356,8 @@ def test_depth_budget_script_widths_and_tensorboard_hparams(tmp_path):
         # The smallest width reaching the budget: one unit less falls short of it.
         assert hparams["model/params"] == count_parameters(2, [width] * depth, 4) >= 100
         assert count_parameters(2, [width - 1] * depth, 4) < 100
-        experiment = metadata.parse_experiment_plugin_data(tags[metadata.EXPERIMENT_TAG])
-        shown = {info.name.tag for info in experiment.metric_infos}
-        assert {"test/acc", "test/loss"} <= shown
+        # No run names the columns for all (tests/test_tensorboard.py reads them from a server).
+        assert metadata.EXPERIMENT_TAG not in tags
         (final,) = mux.Scalars(run, "test/acc")
         assert final.value == pytest.approx(records[job]["metrics"]["test/acc"])
     # By hand, the parameters at width w and depth 1, 2, 3: 7w+4, w^2+8w+4, 2w^2+9w+4.
@@ -441,7 +365,9 @@ def test_depth_budget_script_widths_and_tensorboard_hparams(tmp_path):
 
     # The script's report: accuracy against depth.
     assert (sweep_dir / "test_acc_vs_model.depth.png").stat().st_size > 1000
-    assert "| job | model.depth | test/acc" in (sweep_dir / "summary.md").read_text()
+    assert re.search(
+        r"\| +job \| +model.depth \| +test/acc", (sweep_dir / "summary.md").read_text()
+    )
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import read_metrics, run_cli
+from conftest import read_metrics, run_cli, tensorboard_run
 from mlplab.approx import TARGETS, evaluate_mlp, fit_relu_mlp, get_target
 from mlplab.tasks import common
 from mlplab.tasks.approx import _approx_body, parse_bound, validate_approx_config
@@ -146,7 +146,7 @@ def test_tutorial_default_writes_metrics_png_and_tensorboard(compose_config, tmp
     png = (tmp_path / "run" / "approx.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
 
-    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(tensorboard_run(tmp_path / "run")), size_guidance={"images": 0})
     acc.Reload()
     for key in ("approx/max_error", "approx/rms_error", "approx/num_relus"):
         (event,) = acc.Scalars(key)
@@ -194,7 +194,7 @@ def test_learned_fit_reports_both_errors(compose_config, tmp_path):
     # The training error is what the loss measured (the loss is one step behind).
     assert metrics["learned/train_rms_error"] ** 2 <= metrics["learned/final_loss"] * 1.05
     assert (tmp_path / "run" / "learned_loss.png").read_bytes().startswith(PNG_SIGNATURE)
-    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(tensorboard_run(tmp_path / "run")), size_guidance={"scalars": 0})
     acc.Reload()
     curve = acc.Scalars("learned/loss")
     assert len(curve) == 500 and curve[0].step == 0 and curve[-1].step == 1996
@@ -272,7 +272,7 @@ def test_cli_run_writes_its_folder(tmp_path):
     oracle = interpolation_max_error("gaussian", -math.pi, 2 * math.pi, 9, 1000)
     assert record["metrics"]["approx/max_error"] == pytest.approx(oracle, rel=1e-9)
     assert (run_dir / "approx.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert any(tensorboard_run(run_dir).glob("events.out.tfevents.*"))
     assert "gaussian on [-3.14159, 6.28319] with 8 ReLUs: max error" in proc.stdout
 
 

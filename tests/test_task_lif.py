@@ -17,7 +17,7 @@ import torch
 import xarray as xr
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import read_metrics, run_cli
+from conftest import read_metrics, run_cli, tensorboard_run
 from mlplab.neuron import RefractoryWarning, run_lif, spike_counts, transfer_grid
 from mlplab.tasks import common
 from mlplab.tasks import lif as lif_task
@@ -120,7 +120,7 @@ def test_trace_is_the_tutorial_run_LIF_of_1_5(compose_config, tmp_path):
     assert metrics["lif/analytic_rate_hz"] == pytest.approx(1000 / (10 + 10 * math.log(3)))
     assert metrics["lif/steps"] == 500
     assert (run_dir / "trace.png").read_bytes().startswith(PNG_SIGNATURE)
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(tensorboard_run(run_dir)), size_guidance={"images": 0})
     acc.Reload()
     (event,) = acc.Scalars("lif/spike_count")
     assert event.value == 2
@@ -277,13 +277,13 @@ def test_exact_simulation_matches_analytic_rate_and_files_agree(compose_config, 
     for name in SWEEP_FIGURES:
         assert (run_dir / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE), name
 
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(tensorboard_run(run_dir)), size_guidance={"images": 0})
     acc.Reload()
     for key in ("lif/max_abs_rate_error_hz", "lif/neurons", "lif/distance_to_relu_max"):
         (event,) = acc.Scalars(key)
         assert event.value == pytest.approx(metrics[key], rel=1e-6)
     assert sorted(acc.Tags()["images"]) == sorted(f"figures/{n}" for n in SWEEP_FIGURES)
-    assert (run_dir / "tensorboard" / "hparams.yaml").read_text().startswith("mode: sweep")
+    assert (tensorboard_run(run_dir) / "hparams.yaml").read_text().startswith("mode: sweep")
 
 
 def test_default_sweep_folder_is_under_5_mb_and_selects_like_spike_counts(compose_config, tmp_path):
@@ -354,7 +354,9 @@ def test_sweep_figures_have_units_a_log_rate_scale_and_the_stripes_caption(compo
     figures = sweep_figures(spec, run_grid(spec))
     assert sorted(figures) == sorted(SWEEP_FIGURES)
     rate_ax, rate_bar = figures["rate_heatmap"].axes
-    assert rate_ax.get_title() == "Firing rate at I=2 mA (euler, dt=1 ms, T=1000 ms)"
+    assert rate_ax.get_title() == (
+        "Firing rate at I=2 mA\n(Cm=10 uF, Vth=1 V, euler, dt=1 ms, T=1000 ms)"
+    )
     assert isinstance(rate_ax.collections[0].norm, LogNorm)
     assert rate_bar.get_ylabel() == "simulated firing rate (Hz)"
     for name in ("rate_heatmap", "rate_error_heatmap", "distance_to_relu"):

@@ -14,11 +14,11 @@ import pytest
 import torch
 from omegaconf import open_dict
 from tensorboard.backend.event_processing import event_accumulator as ea
-from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from conftest import SMALL_TRAIN, checkpoint_of, read_metrics, run_cli
+from conftest import SMALL_TRAIN, checkpoint_of, read_metrics, run_cli, tensorboard_run
 from mlplab.data.datamodule import epoch_seed
 from mlplab.data.spiral import make_spiral, shuffle_split
 from mlplab.models.mlp import MLP
@@ -194,7 +194,7 @@ def test_tensorboard_scalars_images_and_hparams(compose_config, tmp_path) -> Non
     metrics = record["metrics"]
     losses = checkpoint_of(out)["mlplab"]["training_losses"]
     assert len(losses) == 30
-    scalars, images, hparams = read_events(out / "tensorboard")
+    scalars, images, hparams = read_events(tensorboard_run(out))
 
     # Per step, every log_every_n_steps optimizer steps, at the step's 0-based index.
     steps = [s for s in range(30) if (s + 1) % 4 == 0]
@@ -231,9 +231,11 @@ def test_tensorboard_scalars_images_and_hparams(compose_config, tmp_path) -> Non
     assert values["model/activation"] == "ReLU()"
     assert values["optimizer/lr"] == pytest.approx(0.01)
     assert values["seed"] == 4 and values["data/batch_size"] == 32
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/experiment"])
-    tags = {info.name.tag for info in experiment.experiment.metric_infos}
-    assert tags == {"test/acc", "test/loss"}
+    assert values["trainer/max_epochs"] == 3  # an override without an argument of its own
+    end = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_end_info"])
+    assert end.session_end_info.status == api_pb2.STATUS_SUCCESS
+    # No experiment summary: TensorBoard takes the columns from all runs (test_tensorboard.py).
+    assert "_hparams_/experiment" not in hparams
 
 
 # --- resume -------------------------------------------------------------------------------------

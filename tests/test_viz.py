@@ -215,6 +215,12 @@ def test_training_loss_single_and_with_epoch_means():
         plot_training_loss(losses, extra=[1, 2, 3], extra_x=[0, 1])
 
 
+def test_training_loss_steps_are_ticked_at_whole_steps():
+    (ax,) = plot_training_loss([1.38, 1.37, 1.37, 1.33]).axes
+    ticks = [t for t in ax.get_xticks() if 0 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
 def test_lif_trace_marks_the_tutorials_spikes():
     time_, Vm = run_LIF(1.5)
     n_spikes = int(torch.sum(Vm > 1))  # the tutorial's spike count

@@ -168,8 +168,16 @@ def approximate(spec: ApproxSpec) -> tuple[dict[str, float], dict[str, Tensor]]:
     return metrics, curves
 
 
-def approx_figure(spec: ApproxSpec, metrics: dict[str, float], curves: dict[str, Tensor]) -> Figure:
-    """The tutorial's two panels (basis functions; truth vs estimate), plus the learned curve."""
+def approx_figure(
+    spec: ApproxSpec,
+    metrics: dict[str, float],
+    curves: dict[str, Tensor],
+    settings: str | None = None,
+) -> Figure:
+    """The tutorial's two panels (basis functions; truth vs estimate), plus the learned curve.
+
+    ``settings`` (the run's overrides), when given, is a last line of the title.
+    """
     from mlplab.viz import plot_function_approximation
 
     title = (
@@ -178,6 +186,8 @@ def approx_figure(spec: ApproxSpec, metrics: dict[str, float], curves: dict[str,
     )
     if "y_learned" in curves:
         title += f" (learned {metrics['learned/max_error']:.3g})"
+    if settings:
+        title += f"\n{settings}"
     fig = plot_function_approximation(
         curves["x"],
         curves["relu_acts"],
@@ -211,13 +221,17 @@ def _log_run(
     output_dir: Path,
 ) -> None:
     """Save the figures as PNG and send scalars, figures and hparams to the configured logger."""
+    from mlplab.tasks.dashboard import settings_title
     from mlplab.tasks.runtime import build_logger, log_figures, log_hparams, tensorboard_of
     from mlplab.viz import plot_training_loss
 
-    figures = {"approx": approx_figure(spec, metrics, curves)}
+    settings = settings_title()  # the run's overrides: a sweep's figures tell themselves apart
+    figures = {"approx": approx_figure(spec, metrics, curves, settings)}
     if "losses" in curves:
         figures["learned_loss"] = plot_training_loss(
-            curves["losses"], ylabel="Mean squared error", title="Learned fit: training loss"
+            curves["losses"],
+            ylabel="Mean squared error",
+            title=f"Learned fit: training loss\n{settings}",
         )
     logger = build_logger(cfg.get("logger"))
     writer = tensorboard_of(logger)
@@ -233,7 +247,7 @@ def _log_run(
             logger.log_metrics({"learned/loss": losses[step].item()}, step=step)
     logger.log_metrics(metrics, step=final_step)
     # The HPARAMS entry is what lets TensorBoard compare the jobs of a multirun side by side.
-    log_hparams(logger, hparams_of(spec), metrics)
+    log_hparams(logger, hparams_of(spec), cfg)
     logger.save()
 
 

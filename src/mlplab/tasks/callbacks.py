@@ -34,19 +34,19 @@ class SweepSummary(Callback):
         self.fail_on_error = fail_on_error
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mlplab.tasks.report import OK, collect_jobs, one_line_summary
+        from mlplab.report import OK, load_sweep, one_line_summary
 
         if os.environ.get("LOCAL_RANK", "0") != "0":
             return  # a DDP rank Lightning started by re-running the command: rank 0 reports
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            jobs = collect_jobs(sweep_dir)
+            jobs = load_sweep(sweep_dir)
         except ValueError as err:  # no job folder at all: nothing ran
             print(f"mlplab: no jobs in {sweep_dir}: {err}", file=sys.stderr, flush=True)
-            jobs = []
-        failed = not jobs or any(job.status != OK for job in jobs)
-        if jobs:
+            jobs = None
+        failed = jobs is None or bool((jobs["status"] != OK).any())
+        if jobs is not None:
             line = one_line_summary(jobs, sweep_dir)
             print(line, file=sys.stderr if failed else sys.stdout, flush=True)
         if failed and self.fail_on_error:

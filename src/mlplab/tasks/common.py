@@ -30,6 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mlplab import checks
 from mlplab.io import atomic_write
+from mlplab.tasks import dashboard
 
 log = logging.getLogger("mlplab")
 
@@ -43,6 +44,8 @@ if not OmegaConf.has_resolver("mlplab_root"):
     OmegaConf.register_new_resolver("mlplab_root", lambda: str(ROOT_DIR), use_cache=True)
 if not OmegaConf.has_resolver("mlplab_uid"):
     OmegaConf.register_new_resolver("mlplab_uid", lambda: RUN_UID, use_cache=True)
+# conf/logger/tensorboard.yaml's run group and name; not cached, they differ per job.
+dashboard.register_resolvers()
 
 
 # Set by runtime.pass_job_to_ranks in a multirun job; read by rank_job_argv in DDP ranks.

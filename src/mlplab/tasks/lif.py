@@ -613,7 +613,10 @@ def sweep_figures(spec: GridSpec, result: GridResult) -> dict[str, Figure]:
     ds = result.data
     k = _rate_index(spec)
     at_I = spec.I.values[k].item()
-    settings = f"{spec.method}, dt={spec.dt:g} ms, T={spec.T:g} ms"
+    # Every neuron setting the grid does not vary, so that a sweep's figures tell themselves apart.
+    settings = (
+        f"Cm={spec.Cm:g} uF, Vth={spec.Vth:g} V, {spec.method}, dt={spec.dt:g} ms, T={spec.T:g} ms"
+    )
     scales = {"log_x": spec.Rm.log, "log_y": spec.tau_ref.log}
     # Heatmaps are (tau_ref, Rm): Rm on the horizontal axis.
     rate = ds.rate.isel(I=k).transpose("tau_ref", "Rm")
@@ -622,11 +625,11 @@ def sweep_figures(spec: GridSpec, result: GridResult) -> dict[str, Figure]:
     if bool((rate > 0).any()):
         # Rates span a decade or more (tau_ref sets the ceiling): a log colour scale shows it.
         figures["rate_heatmap"] = plot_grid_heatmap(
-            rate, title=f"Firing rate at I={at_I:g} mA ({settings})", log_color=True, **scales
+            rate, title=f"Firing rate at I={at_I:g} mA\n({settings})", log_color=True, **scales
         )
     else:
         figures["rate_heatmap"] = plot_grid_heatmap(
-            rate, title=f"Firing rate at I={at_I:g} mA ({settings}): silent", **scales
+            rate, title=f"Firing rate at I={at_I:g} mA: silent\n({settings})", **scales
         )
     figures["rate_error_heatmap"] = plot_grid_heatmap(
         error,
@@ -636,10 +639,7 @@ def sweep_figures(spec: GridSpec, result: GridResult) -> dict[str, Figure]:
     )
     figures["distance_to_relu"] = plot_grid_heatmap(
         ds.distance_to_relu.transpose("tau_ref", "Rm"),
-        title=(
-            "Distance of each f-I curve to its best ReLU\n"
-            f"(Cm={spec.Cm:g} uF, Vth={spec.Vth:g} V, {settings})"
-        ),
+        title=(f"Distance of each f-I curve to its best ReLU\n({settings})"),
         cmap="magma",
         caption=stripes_caption(spec, result),
         **scales,
@@ -709,17 +709,20 @@ def _log_run(
     Lightning's TensorBoardLogger would use: importing Lightning would double this task's run
     time. Other loggers are built through Lightning as in the other tasks.
     """
+    from mlplab.tasks.dashboard import with_overrides
+
     node = cfg.get("logger")
     if not node or "_target_" not in node:
         return
     if str(node._target_).rsplit(".", 1)[-1] == "TensorBoardLogger":
-        _log_tensorboard(node, metrics, hparams, pngs)
+        # The job's overrides are columns too; the task's own names win where both name one.
+        _log_tensorboard(node, metrics, with_overrides(hparams, cfg), pngs)
         return
     from mlplab.tasks.runtime import build_logger, log_hparams
 
     logger = build_logger(node)
     logger.log_metrics(metrics, step=0)
-    log_hparams(logger, hparams, metrics)
+    log_hparams(logger, hparams, cfg)
     logger.save()
 
 
@@ -741,7 +744,8 @@ def _log_tensorboard(
     node: DictConfig, metrics: dict[str, float], hparams: dict[str, Any], pngs: dict[str, bytes]
 ) -> None:
     from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    from mlplab.tasks.dashboard import hparams_summaries, write_summaries
 
     log_dir = _tensorboard_dir(node)
     writer = SummaryWriter(log_dir=str(log_dir))
@@ -749,14 +753,14 @@ def _log_tensorboard(
         for key, value in metrics.items():
             if value is not None and math.isfinite(value):
                 writer.add_scalar(key, value, 0)
-        file_writer = writer._get_file_writer()
-        for name, png in pngs.items():  # the PNG already written, as is: no second render
-            file_writer.add_summary(common.png_summary(f"figures/{name}", png), 0)
-        columns = {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
-        for summary in hparams_summary(hparams, columns):
-            file_writer.add_summary(summary)
     finally:
         writer.close()
+    # The PNGs already written, as they are (no second render), and the HPARAMS entry, whose
+    # metric columns are the scalars above (see mlplab.tasks.dashboard).
+    summaries = [(common.png_summary(f"figures/{name}", png), 0) for name, png in pngs.items()]
+    group = str(log_dir.absolute())
+    summaries += [(summary, 0) for summary in hparams_summaries(hparams, group)]
+    write_summaries(log_dir, summaries)
     OmegaConf.save(OmegaConf.create(hparams), log_dir / "hparams.yaml")
 
 

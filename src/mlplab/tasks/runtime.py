@@ -177,26 +177,26 @@ def tensorboard_of(logger: Logger | None) -> Any:
     return logger.experiment if isinstance(logger, TensorBoardLogger) else None
 
 
-def log_hparams(logger: Logger | None, params: dict[str, Any], metrics: dict[str, float]) -> None:
-    """Record hyper-parameters with the final metrics for TensorBoard's HPARAMS tab.
+def log_hparams(
+    logger: Logger | None, params: dict[str, Any], cfg: DictConfig | None = None
+) -> None:
+    """Record a finished run's hyper-parameters for TensorBoard's HPARAMS tab (and hparams.yaml).
 
-    Lightning's ``log_hyperparams(params, metrics)`` would also log each metric again as a scalar
-    at step 0, next to the real point at the end of training; here the metrics only name the
-    columns of the HPARAMS table (their values are the logged ``test/*`` and ``val/*`` scalars).
-    Other loggers get the parameters only (``hparams.yaml`` for CSV).
+    The columns are ``params``, joined by a column per key the job overrides
+    (:func:`mlplab.tasks.dashboard.override_hparams` of ``cfg``; ``params`` win where both name
+    one). The metric columns are every scalar the runs log: TensorBoard finds them itself,
+    because no run writes an experiment summary (see :mod:`mlplab.tasks.dashboard`). Other
+    loggers get the same columns (``hparams.yaml`` for CSV).
     """
     if logger is None:
         return
-    logger.log_hyperparams(params)  # hparams.yaml; no event (default_hp_metric is off)
-    writer = tensorboard_of(logger)
-    if writer is None or not metrics:
-        return
-    from torch.utils.tensorboard.summary import hparams
+    from mlplab.tasks import dashboard
 
-    file_writer = writer._get_file_writer()
-    for summary in hparams(params, metrics):
-        file_writer.add_summary(summary)
-    writer.flush()
+    columns = dashboard.with_overrides(params, cfg)
+    logger.log_hyperparams(columns)  # hparams.yaml; no event (default_hp_metric is off)
+    if isinstance(logger, TensorBoardLogger):
+        summaries = dashboard.hparams_summaries(columns, str(Path(logger.log_dir).absolute()))
+        dashboard.write_summaries(logger.log_dir, [(summary, 0) for summary in summaries])
 
 
 def load_checkpoint(path: Path, check_only: bool = False) -> dict[str, Any] | Path:
@@ -293,10 +293,22 @@ def is_plane(X: Tensor) -> bool:
 
 
 def log_figures(figures: dict[str, Figure], output_dir: Path, writer: Any, step: int) -> None:
-    """Save each figure as ``<output_dir>/<name>.png`` and log the same PNG to TensorBoard."""
+    """Save each figure as ``<output_dir>/<name>.png`` and log the same PNG to TensorBoard.
+
+    Args:
+        figures: Name to figure; logged under the tag ``figures/<name>``.
+        output_dir: The run folder.
+        writer: The run's ``SummaryWriter`` (:func:`tensorboard_of`), or None for no logging.
+        step: The global step the images are logged at.
+    """
+    from mlplab.tasks.dashboard import write_summaries
     from mlplab.viz import figure_to_png
 
-    for name, fig in figures.items():
-        png = figure_to_png(fig, Path(output_dir) / f"{name}.png")
-        if writer is not None:  # one render: the file's bytes are the TensorBoard image
-            writer._get_file_writer().add_summary(common.png_summary(f"figures/{name}", png), step)
+    pngs = {
+        name: figure_to_png(fig, Path(output_dir) / f"{name}.png") for name, fig in figures.items()
+    }
+    if writer is not None:  # one render: the file's bytes are the TensorBoard image
+        summaries = [
+            (common.png_summary(f"figures/{name}", png), step) for name, png in pngs.items()
+        ]
+        write_summaries(writer.get_logdir(), summaries)

@@ -48,6 +48,55 @@ def check_task_config(cfg: DictConfig) -> None:
         raise ConfigError("ckpt_path", ckpt, "must be a path to a .ckpt file, 'last' or null")
 
 
+def logged_metrics(cfg: DictConfig) -> list[str]:
+    """The final metrics a run of ``cfg`` reports (:func:`train`), which a sweep may optimize.
+
+    ``train/loss`` and ``train/acc`` always; ``val/loss`` and ``val/acc`` when the datamodule
+    has a validation split (its ``has_validation``, else whether it defines
+    ``val_dataloader``) and ``trainer.limit_val_batches`` is not 0; ``test/loss`` and
+    ``test/acc`` unless ``test=false`` or ``trainer.limit_test_batches=0``. The datamodule is
+    built (its constructor checks its arguments; no data is made).
+
+    Raises:
+        ConfigError: a datamodule argument or ``test`` is invalid.
+    """
+    from pytorch_lightning.utilities.model_helpers import is_overridden
+
+    datamodule = common.instantiate(cfg.get("data"), "data")
+    validates = getattr(datamodule, "has_validation", None)
+    if validates is None:
+        validates = is_overridden("val_dataloader", datamodule)
+    names = ["train/loss", "train/acc"]
+    if validates and OmegaConf.select(cfg, "trainer.limit_val_batches") != 0:
+        names += ["val/loss", "val/acc"]
+    if common.check_bool(cfg, "test") and OmegaConf.select(cfg, "trainer.limit_test_batches") != 0:
+        names += ["test/loss", "test/acc"]
+    return names
+
+
+def check_optimized_metric(cfg: DictConfig) -> str:
+    """Require ``optimized_metric`` to be a metric a run of ``cfg`` reports.
+
+    A sweeper calls this before its first job (``hydra.sweeper.check_config``): a metric no
+    run reports would make every job of the sweep a failed trial.
+
+    Returns:
+        The metric's name.
+
+    Raises:
+        ConfigError: naming ``optimized_metric``, its value and the metrics of
+            :func:`logged_metrics`.
+    """
+    metric = common.get(cfg, "optimized_metric")
+    names = logged_metrics(cfg)
+    if metric not in names:
+        allowed = f"must be one of {', '.join(names)} (the metrics this run reports)"
+        if isinstance(metric, str) and metric.startswith("val/") and "val/acc" not in names:
+            allowed += "; val/* needs a validation split (data.val_fraction > 0 for spiral)"
+        raise ConfigError("optimized_metric", metric, allowed)
+    return metric
+
+
 def built_from(cfg: DictConfig) -> dict[str, Any]:
     """What builds the run: the config (class path and arguments) of each part, plain values."""
     return {
@@ -323,8 +372,7 @@ def _fit_and_record(
         return metrics
     if cfg.figures:
         _save_figures(cfg, datamodule, model, metrics, output_dir, logger, trainer.global_step)
-    final = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
-    runtime.log_hparams(logger, hparams, final)
+    runtime.log_hparams(logger, hparams, cfg)
     if logger is not None:
         logger.save()
     if not cfg.test and "val/acc" not in metrics:
@@ -343,10 +391,15 @@ def _save_figures(
 ) -> None:
     """decision_map.png (2-D inputs only) and training_loss.png: run folder and TensorBoard."""
     from mlplab.data.datamodule import loader_tensors
+    from mlplab.tasks.dashboard import settings_title
     from mlplab.tasks.runtime import is_plane, log_figures, save_decision_map, tensorboard_of
     from mlplab.viz import plot_training_loss
 
-    title = f"test accuracy {metrics['test/acc']:.2f} %" if "test/acc" in metrics else None
+    # The settings head each figure, so a sweep's figures tell themselves apart.
+    settings = settings_title()
+    title = settings
+    if "test/acc" in metrics:
+        title += f"\ntest accuracy {metrics['test/acc']:.2f} %"
     figures = {}
     X_test, y_test = loader_tensors(datamodule.test_dataloader())
     if is_plane(X_test):
@@ -355,7 +408,9 @@ def _save_figures(
         )
     else:
         log.info("no decision map: the inputs have shape %s, not points of the plane", X_test.shape)
-    figures["training_loss"] = plot_training_loss(model.training_losses, title="Training loss")
+    figures["training_loss"] = plot_training_loss(
+        model.training_losses, xlabel="Optimizer step", title=f"Training loss\n{settings}"
+    )
     log_figures(figures, output_dir, tensorboard_of(logger), step)
 
 

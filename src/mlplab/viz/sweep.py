@@ -1,4 +1,5 @@
-"""Generic figures for parameter sweeps: 2-D heatmaps and metric-against-parameter lines."""
+"""Generic figures for parameter sweeps: 2-D heatmaps (one or several panels on one colour
+scale) and metric-against-parameter lines (error bars, reference lines, fitted power laws)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.axis import Axis
+from matplotlib.cm import ScalarMappable
 from matplotlib.collections import QuadMesh
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 from numpy.typing import ArrayLike
 
 from mlplab.viz._common import new_figure, to_numpy
@@ -18,6 +21,8 @@ from mlplab.viz._common import new_figure, to_numpy
 MAX_ANNOTATED_SIDE = 10
 # Axes with up to this many cells get one tick per cell, labelled with its swept value.
 MAX_CELL_TICKS = 12
+# Legends with more entries than this go beside the axes rather than over the lines.
+MAX_LEGEND_INSIDE = 4
 
 
 def plot_heatmap(
@@ -89,6 +94,85 @@ def plot_heatmap(
     return fig
 
 
+def plot_heatmaps(
+    panels: dict[str, ArrayLike],
+    x: ArrayLike,
+    y: ArrayLike,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    cbar_label: str | None = None,
+    log_x: bool = False,
+    log_y: bool = False,
+    cmap: str = "viridis",
+    fmt: str = "{:.3g}",
+    ncols: int = 3,
+) -> Figure:
+    """Draw several heatmaps on one colour scale: one panel per entry, one colour bar.
+
+    Every panel shares the same :class:`~matplotlib.colors.Normalize` (the range of all finite
+    values of all panels), so equal colours mean equal values across panels. Cells, ticks, NaN
+    cells and annotations are as in :func:`plot_heatmap`.
+
+    Args:
+        panels: Panel title to values of shape (len(y), len(x)), e.g. accuracy per (depth,
+            width) for each activation.
+        x, y, xlabel, ylabel, log_x, log_y, cmap, fmt: As in :func:`plot_heatmap`.
+        title: Figure title (above all panels).
+        cbar_label: Label of the one colour bar.
+        ncols: Panels per row.
+
+    Returns:
+        A Figure with ``len(panels)`` heatmap axes (one QuadMesh each) and one colour bar axes.
+
+    Raises:
+        ValueError: for no panels, a panel of the wrong shape, or bad coordinates.
+    """
+    if not panels:
+        raise ValueError("panels is empty: give at least one heatmap")
+    x = _check_axis("x", x, log_x)
+    y = _check_axis("y", y, log_y)
+    grids = {}
+    for name, values in panels.items():
+        grid = np.ma.masked_invalid(np.asarray(to_numpy(values), dtype=float))
+        if grid.shape != (len(y), len(x)):
+            raise ValueError(
+                f"panels[{name!r}] has shape {grid.shape} but expected (len(y), len(x)) = "
+                f"({len(y)}, {len(x)})"
+            )
+        grids[name] = grid
+    vmin, vmax = _color_range(np.ma.concatenate([g.ravel() for g in grids.values()]), False)
+    norm = Normalize(vmin=vmin, vmax=vmax)
+    ncols = min(ncols, len(grids))
+    nrows = -(-len(grids) // ncols)
+    fig = Figure(figsize=(0.8 + 3.6 * ncols, 0.9 + 3.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True).ravel()
+    for ax in axes[len(grids) :]:
+        ax.set_visible(False)
+    for ax, (name, grid) in zip(axes, grids.items(), strict=False):
+        mesh = ax.pcolormesh(
+            _cell_edges(x, log_x), _cell_edges(y, log_y), grid, cmap=cmap, norm=norm
+        )
+        ax.set_xscale("log" if log_x else "linear")
+        ax.set_yscale("log" if log_y else "linear")
+        _tick_at_cells(ax.xaxis, x)
+        _tick_at_cells(ax.yaxis, y)
+        if max(grid.shape) <= MAX_ANNOTATED_SIDE:
+            _annotate_cells(ax, mesh, grid, x, y, fmt)
+        ax.set_title(name, fontsize="medium")
+    for ax in axes[: len(grids)]:
+        if ax.get_subplotspec().is_last_row() or len(grids) <= ncols:
+            ax.set_xlabel(xlabel)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(ylabel)
+    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[: len(grids)]))
+    if cbar_label is not None:
+        colorbar.set_label(cbar_label)
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig
+
+
 def plot_metric_vs(
     x: ArrayLike,
     series: dict[str, Sequence[float]],
@@ -97,38 +181,117 @@ def plot_metric_vs(
     title: str | None = None,
     log_x: bool = False,
     log_y: bool = False,
+    errors: dict[str, Sequence[float]] | None = None,
+    hlines: dict[str, float] | None = None,
+    fit_slope: bool = False,
 ) -> Figure:
     """Plot one line with markers per series against a shared x (NaN values leave gaps).
 
+    Up to 12 x values are ticked at the values themselves (so a sweep's settings read off
+    directly, on log axes too); beyond that, integer x values get integer ticks only.
+
     Args:
-        x: Shared horizontal values, shape (n,).
+        x: Shared horizontal values, shape (n,), e.g. the swept widths.
         series: Label to n values, e.g. test accuracy per width for each depth.
-        xlabel: Horizontal axis label.
-        ylabel: Vertical axis label.
+        xlabel: Horizontal axis label, with units.
+        ylabel: Vertical axis label, with units.
         title: Axes title.
         log_x: Log-scale the horizontal axis.
         log_y: Log-scale the vertical axis.
+        errors: Label to n error-bar half-heights (e.g. standard deviations over seeds; NaN:
+            no bar).
+        hlines: Label to a y value drawn as a dashed grey reference line (e.g. chance level).
+        fit_slope: Fit ``log10(y) = a + b log10(x)`` by least squares to each series' finite
+            positive points and draw it dashed, the slope ``b`` in the legend (a power law
+            ``y ~ x^b``); for log-log plots.
 
     Returns:
-        A Figure with one axes holding ``len(series)`` lines and a legend.
+        A Figure with one axes holding the lines and a legend.
+
+    Raises:
+        ValueError: when a series or its errors do not have one value per x.
     """
-    x = to_numpy(x).reshape(-1)
+    x = np.asarray(to_numpy(x), dtype=float).reshape(-1)
     fig = new_figure()
     ax = fig.axes[0]
-    for label, values in series.items():
-        values = np.asarray(to_numpy(values), dtype=float).reshape(-1)
-        if len(values) != len(x):
-            raise ValueError(
-                f"series[{label!r}] has {len(values)} values but x has {len(x)}: they must match"
-            )
-        ax.plot(x, values, "o-", markersize=4, label=label)
+    for name, values in series.items():
+        values = _values(f"series[{name!r}]", values, len(x))
+        spread = None if errors is None or name not in errors else errors[name]
+        if spread is None:
+            (line,) = ax.plot(x, values, "o-", markersize=4, label=name)
+        else:
+            spread = _values(f"errors[{name!r}]", spread, len(x))
+            bars = ax.errorbar(x, values, yerr=spread, fmt="o-", markersize=4, capsize=3)
+            bars.set_label(name)
+            line = bars.lines[0]
+        if fit_slope:
+            _draw_fit(ax, x, values, line.get_color(), name if len(series) > 1 else "fit")
+    hlines = hlines or {}
+    for name, value in hlines.items():
+        ax.axhline(value, color="0.4", linestyle=":", linewidth=1.2, label=name)
     ax.set_xscale("log" if log_x else "linear")
     ax.set_yscale("log" if log_y else "linear")
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
-    if series:
-        ax.legend(fontsize="small")
+    _tick_at_values(ax.xaxis, x)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.set_title(title or "", fontsize="medium")
+    # The series (and their fits) in order, reference lines last.
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] in hlines)
+    place: dict = {}
+    if len(labels) > MAX_LEGEND_INSIDE:  # beside the axes, where it hides no line
+        fig.set_size_inches(8.4, 4.8)
+        place = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
+    if labels:
+        ax.legend(
+            [handles[i] for i in order], [labels[i] for i in order], fontsize="small", **place
+        )
     ax.grid(True, which="both", alpha=0.3)
     return fig
+
+
+def fitted_slope(x: ArrayLike, y: ArrayLike) -> tuple[float, float] | None:
+    """Least-squares line through ``(log10 x, log10 y)`` of the finite positive points.
+
+    Returns:
+        ``(slope, intercept)``, so that ``y ~ 10**intercept * x**slope``; None with fewer than
+        two such points.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if np.unique(x[keep]).size < 2:
+        return None
+    slope, intercept = np.polyfit(np.log10(x[keep]), np.log10(y[keep]), 1)
+    return float(slope), float(intercept)
+
+
+def _draw_fit(ax: Axes, x: np.ndarray, y: np.ndarray, color: str, name: str) -> None:
+    fit = fitted_slope(x, y)
+    if fit is None:
+        return
+    slope, intercept = fit
+    keep = np.isfinite(y) & (x > 0) & (y > 0)
+    ends = np.array([x[keep].min(), x[keep].max()])
+    # A true minus sign (U+2212), as typeset, not a hyphen.
+    text = f"{name}: slope " + f"{slope:.2f}".replace("-", "\u2212")
+    ax.plot(ends, 10**intercept * ends**slope, "--", color=color, linewidth=1, label=text)
+
+
+def _values(name: str, values: Sequence[float], n: int) -> np.ndarray:
+    values = np.asarray(to_numpy(values), dtype=float).reshape(-1)
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} values but x has {n}: they must match")
+    return values
+
+
+def _tick_at_values(axis: Axis, values: np.ndarray) -> None:
+    """Ticks at the swept values when there are few; else integer ticks for integer values."""
+    finite = np.unique(values[np.isfinite(values)])
+    if 0 < len(finite) <= MAX_CELL_TICKS:
+        axis.set_ticks(finite, [f"{v:g}" for v in finite])
+        axis.set_minor_locator(NullLocator())
+    elif np.all(finite == np.round(finite)):
+        axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _check_axis(name: str, coords: ArrayLike, log: bool) -> np.ndarray:

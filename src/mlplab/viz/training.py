@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import ArrayLike
 
 from mlplab.viz._common import new_figure, to_numpy
@@ -51,6 +52,8 @@ def plot_training_loss(
         ax.plot(x, extra, "o-", linewidth=2, markersize=4, label=extra_label)
         ax.legend()
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
+    # Steps are counted: never tick between two of them (a 4-step run was ticked at 0.5).
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
