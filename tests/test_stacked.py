@@ -7,13 +7,13 @@ and ``mlplab-report`` of both sweeps.
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import shutil
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -23,6 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from setuptools import find_namespace_packages
 from tensorboard.backend.event_processing import event_accumulator as ea
+from tensorboard.plugins.hparams import api_pb2
 from torch import nn
 from torch.nn import functional as F
 
@@ -40,9 +41,9 @@ from mlplab.models.stacked import (
     default_chunk_size,
     stacked_loss,
 )
+from mlplab.report import load_sweep
 from mlplab.tasks import stacked
 from mlplab.tasks.common import CONF_DIR, ROOT_DIR
-from mlplab.tasks.report import make_report
 
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 ONE_EPOCH = [*SMALL_TRAIN, "trainer.max_epochs=1", *QUIET]
@@ -67,40 +68,62 @@ def checkpoint(job: Path) -> dict:
     return torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-def scalars_of(job: Path) -> dict[str, list[tuple[int, float]]]:
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted((job / "tensorboard").glob("events.out.tfevents.*")):
+def tensorboard_run_of(job: Path) -> Path:
+    """A sweep job's TensorBoard run: ``<sweep>/tensorboard/<its hydra.job.override_dirname>``."""
+    hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    run = job.parent / "tensorboard" / hydra_cfg["job"]["override_dirname"]
+    assert run.is_dir(), run
+    return run
+
+
+def events_of(job: Path) -> list[ea.EventAccumulator]:
+    """Every event file of the job's TensorBoard run, read whole."""
+    accumulators = []
+    for path in sorted(tensorboard_run_of(job).glob("events.out.tfevents.*")):
         acc = ea.EventAccumulator(str(path), size_guidance={ea.SCALARS: 0})
         acc.Reload()
+        accumulators.append(acc)
+    return accumulators
+
+
+def scalars_of(job: Path) -> dict[str, list[tuple[int, float]]]:
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for acc in events_of(job):
         for tag in acc.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
     return scalars
 
 
-def hparams_of(job: Path) -> dict:
-    from tensorboard.plugins.hparams import plugin_data_pb2
+def hparams_of(job: Path) -> tuple[dict, int | None]:
+    """The job's HPARAMS session: its hyper-parameters (session start) and end status."""
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
-    for path in sorted((job / "tensorboard").glob("events.out.tfevents.*")):
-        acc = ea.EventAccumulator(str(path))
-        acc.Reload()
+    hparams: dict = {}
+    status = None
+    for acc in events_of(job):
         try:
-            content = acc.PluginTagToContent("hparams")
+            content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
         except KeyError:
             continue
-        start = plugin_data_pb2.HParamsPluginData.FromString(
-            content["_hparams_/session_start_info"]
-        )
-        return {
-            key: getattr(value, value.WhichOneof("kind"))
-            for key, value in start.session_start_info.hparams.items()
-        }
-    return {}
+        if metadata.SESSION_START_INFO_TAG in content:
+            start = plugin_data_pb2.HParamsPluginData.FromString(
+                content[metadata.SESSION_START_INFO_TAG]
+            )
+            hparams = {
+                key: getattr(value, value.WhichOneof("kind"))
+                for key, value in start.session_start_info.hparams.items()
+            }
+        if metadata.SESSION_END_INFO_TAG in content:
+            end = plugin_data_pb2.HParamsPluginData.FromString(
+                content[metadata.SESSION_END_INFO_TAG]
+            )
+            status = end.session_end_info.status
+    return hparams, status
 
 
-def report_rows(sweep: Path) -> list[dict[str, str]]:
-    make_report(sweep, figures=False)
-    with (sweep / "summary.csv").open() as handle:
-        return list(csv.DictReader(handle))
+def report_of(sweep: Path, columns: list[str]) -> pd.DataFrame:
+    """``load_sweep``'s settings and status columns of a sweep, one row per job."""
+    return load_sweep(sweep)[columns]
 
 
 # --- the science layer -------------------------------------------------------------------------
@@ -464,7 +487,13 @@ def test_stacked_jobs_equal_their_single_runs(sweeps):
         for tag in ("train/loss_step", "train/acc_step", "train/loss", "train/acc", "test/acc"):
             assert [s for s, _ in sa[tag]] == [s for s, _ in sb[tag]], tag
             assert [v for _, v in sa[tag]] == pytest.approx([v for _, v in sb[tag]], abs=1e-4)
-        assert hparams_of(a) == hparams_of(b) != {}
+        assert tensorboard_run_of(a).name == tensorboard_run_of(b).name
+        hparams, status = hparams_of(a)
+        assert (hparams, status) == hparams_of(b)
+        assert status == api_pb2.STATUS_SUCCESS
+        # The job's settings are HPARAMS columns, as every single run's.
+        assert hparams["optimizer/lr"] == read_metrics(a)["hparams"]["optimizer/lr"]
+        assert {"model/width", "seed", "optimizer/lr", "trainer/max_epochs"} <= hparams.keys()
         for name in ("decision_map.png", "training_loss.png"):
             assert (a / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -472,12 +501,14 @@ def test_stacked_jobs_equal_their_single_runs(sweeps):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_report_of_a_stacked_sweep_equals_the_basic_launchers(sweeps):
-    rows = {name: report_rows(sweep) for name, sweep in sweeps.items()}
+    frames = {name: load_sweep(sweep) for name, sweep in sweeps.items()}
     settings = ["job", "status", "model.width", "seed", "optimizer.lr"]
-    assert [[r[k] for k in settings] for r in rows["stacked"]] == [
-        [r[k] for k in settings] for r in rows["basic"]
-    ]
-    assert rows["stacked"][0].keys() == rows["basic"][0].keys()
+    pd.testing.assert_frame_equal(frames["stacked"][settings], frames["basic"][settings])
+    assert (frames["stacked"]["status"] == "ok").all() and len(frames["stacked"]) == 8
+    assert list(frames["stacked"].columns) == list(frames["basic"].columns)
+    # One TensorBoard run per job in the sweep's folder, named by the job's settings.
+    runs = {n: sorted(p.name for p in (s / "tensorboard").iterdir()) for n, s in sweeps.items()}
+    assert runs["stacked"] == runs["basic"] and len(runs["stacked"]) == 8
 
 
 @pytest.mark.slow
@@ -563,10 +594,8 @@ def test_a_diverging_member_and_invalid_jobs_fail_alone_as_in_single_runs(tmp_pa
     diverged = [read_metrics(j)["error"] or "" for j in jobs_of(results["stacked"])]
     assert sum("training diverged" in e for e in diverged) == 2
     settings = ["job", "status", "optimizer.lr", "seed", "model.width", "error"]
-    stacked_rows, basic_rows = (report_rows(results[k]) for k in ("stacked", "basic"))
-    assert [[r[k] for k in settings] for r in stacked_rows] == [
-        [r[k] for k in settings] for r in basic_rows
-    ]
+    stacked_rows, basic_rows = (report_of(results[k], settings) for k in ("stacked", "basic"))
+    pd.testing.assert_frame_equal(stacked_rows, basic_rows)
 
 
 @pytest.mark.slow

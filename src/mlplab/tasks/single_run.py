@@ -210,14 +210,16 @@ def hparams(run: SingleRun, seed: int) -> dict[str, Any]:
 
     Inside Hydra's ``run_job`` of the job, so its config-group choices are the job's own.
     """
-    return train.hparams_of(run.record, run.net, seed, train._options())
+    return train.hparams_of(run.record, run.net, seed, train.config_choices())
 
 
-def log_hparams(logger: Any, hparams: dict[str, Any], final: dict[str, float]) -> None:
-    """The job's HPARAMS entry with its final metrics, as the single run writes it."""
+def log_hparams(logger: Any, hparams: dict[str, Any], cfg: DictConfig) -> None:
+    """The job's HPARAMS session (start and end) as the single run writes it: ``hparams`` and a
+    column per key the job overrides (``cfg``, inside Hydra's ``run_job`` of the job). Its
+    metric columns are the scalars the job logs (:func:`log_scalars`)."""
     from mlplab.tasks import runtime
 
-    runtime.log_hparams(logger, hparams, final)
+    runtime.log_hparams(logger, hparams, cfg)
 
 
 def single_run_checkpoint(
@@ -263,8 +265,9 @@ def log_scalars(logger: Any, rows: list[tuple[int, dict[str, float]]]) -> None:
     """Log ``(step, {name: value})`` rows as the single run's logger would log them.
 
     For TensorBoard, one event per row holding all its values (what ``add_scalar`` writes one
-    value at a time, ten times faster for a run's ~600 rows), through the writer's file writer
-    as ``runtime.log_hparams`` and ``log_figures`` write; other loggers get ``log_metrics``.
+    value at a time, ten times faster for a run's ~600 rows), in the logger's run folder through
+    ``dashboard.write_summaries``, as ``runtime.log_hparams`` and ``log_figures`` write; other
+    loggers get ``log_metrics``.
     """
     if logger is None:
         return
@@ -277,12 +280,16 @@ def log_scalars(logger: Any, rows: list[tuple[int, dict[str, float]]]) -> None:
         return
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    file_writer = writer._get_file_writer()
-    for step, values in rows:
-        summary = Summary(
-            value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values.items()]
+    from mlplab.tasks.dashboard import write_summaries
+
+    summaries = [
+        (
+            Summary(value=[Summary.Value(tag=tag, simple_value=v) for tag, v in values.items()]),
+            step,
         )
-        file_writer.add_summary(summary, step)
+        for step, values in rows
+    ]
+    write_summaries(writer.get_logdir(), summaries)
 
 
 def save_figures(
@@ -296,7 +303,7 @@ def save_figures(
 ) -> None:
     """decision_map.png (2-D inputs) and training_loss.png, drawn by the single run's code."""
     run.model.training_losses = list(training_losses)
-    train._save_figures(cfg, run.datamodule, run.model, metrics, output_dir, logger, step)
+    train.save_figures(cfg, run.datamodule, run.model, metrics, output_dir, logger, step)
 
 
 def print_accuracies(run: SingleRun, metrics: dict[str, float]) -> None:

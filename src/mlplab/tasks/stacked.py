@@ -479,8 +479,7 @@ def _member_body(cfg: DictConfig, output_dir: Path, result: MemberResult) -> Any
     if cfg.figures:
         single_run.save_figures(cfg, run, losses, metrics, output_dir, logger, result.global_step)
     hparams = single_run.hparams(run, cfg.seed)
-    final = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/"))}
-    single_run.log_hparams(logger, hparams, final)
+    single_run.log_hparams(logger, hparams, cfg)
     _close(logger, "success")
     return single_run.outcome(metrics, hparams)
 
