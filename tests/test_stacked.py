@@ -42,7 +42,7 @@ from mlplab.models.stacked import (
     stacked_loss,
 )
 from mlplab.report import load_sweep
-from mlplab.tasks import stacked
+from mlplab.tasks import dashboard, stacked
 from mlplab.tasks.common import CONF_DIR, ROOT_DIR
 
 QUIET = ["callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
@@ -69,9 +69,10 @@ def checkpoint(job: Path) -> dict:
 
 
 def tensorboard_run_of(job: Path) -> Path:
-    """A sweep job's TensorBoard run: ``<sweep>/tensorboard/<its hydra.job.override_dirname>``."""
+    """A sweep job's TensorBoard run: ``<sweep>/tensorboard/<name of its settings>``, the settings
+    being the ``hydra.job.override_dirname`` its ``.hydra/hydra.yaml`` records."""
     hydra_cfg = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
-    run = job.parent / "tensorboard" / hydra_cfg["job"]["override_dirname"]
+    run = job.parent / "tensorboard" / dashboard.run_name(hydra_cfg["job"]["override_dirname"])
     assert run.is_dir(), run
     return run
 

@@ -215,12 +215,16 @@ def checkpoint_dir(cfg: DictConfig) -> Path | None:
 
 
 def stack_key(cfg: DictConfig, output_dir: Path) -> str:
-    """The job's config without the keys that may differ in a stack and without its own folder.
+    """The job's config without the keys that may differ in a stack and without its own folder
+    or its own TensorBoard run name (``logger.version``, the job's settings).
 
     Jobs with equal keys train as members of one stack.
     """
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
+    # Each member logs into its own run after the fit, through its own logger config; the
+    # stack itself logs nothing, so the run name (unique per job) must not split the stack.
+    (data.get("logger") or {}).pop("version", None)
     data.pop("seed", None)
     (data.get("data") or {}).pop("seed", None)
     optimizer = data.get("optimizer") or {}
