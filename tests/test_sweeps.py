@@ -1,6 +1,6 @@
-"""Sweeps: real Hydra multiruns (basic, joblib, submitit_local launchers) in subprocesses.
+"""Sweeps: real Hydra multiruns (basic, joblib, mlplab's local submitit launcher) in subprocesses.
 
-The Optuna search has its own tests (test_optuna.py).
+The Optuna search has its own tests (test_optuna.py), SLURM its own (test_slurm.py).
 
 Every multirun runs tiny jobs (debug=fast: one epoch of 4 minibatches) with outputs in tmp_path.
 """
@@ -53,6 +53,11 @@ def job_config(job: Path) -> dict:
     return yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
 
 
+def job_config_hydra(job: Path) -> dict:
+    """The job's Hydra config as Hydra saved it (safe YAML): ``hydra.job.id`` and so on."""
+    return yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())
+
+
 def multirun(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
     return run_cli("train", "-m", *args, f"paths.log_dir={tmp_path}", cwd=tmp_path, env=env)
 
@@ -103,20 +108,31 @@ def test_command_line_activation_specs_are_quoted_for_hydra():
 
 def test_launcher_configs_compose_without_schema_warnings():
     # conf/ holds no file named like a plugin's own launcher config (joblib, submitit_local,
-    # submitit_slurm): Hydra would merge it into the plugin's schema with a deprecation warning.
+    # submitit_slurm, mlplab_submitit_*): Hydra would merge it into the plugin's schema with a
+    # deprecation warning.
     ours = {p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml")}
-    assert not ours & {"joblib", "submitit_local", "submitit_slurm"}
+    assert ours == {"local", "slurm"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         joblib = compose_with_hydra(["hydra/launcher=joblib"]).hydra.launcher
-        local = compose_with_hydra(["hydra/launcher=submitit_local"]).hydra.launcher
+        local = compose_with_hydra(["hydra/launcher=local"]).hydra.launcher
         slurm = compose_with_hydra(["hydra/launcher=slurm", "paths.log_dir=/x"]).hydra.launcher
     assert joblib.n_jobs == -1  # one job per core
-    assert local._target_.endswith("submitit_launcher.LocalLauncher")
-    assert slurm._target_.endswith("submitit_launcher.SlurmLauncher")
+    # mlplab's launchers: subclasses of the submitit plugin's, found by Hydra's plugin discovery.
+    from hydra_plugins.mlplab_submitit_launcher import launcher
+
+    assert local._target_ == "hydra_plugins.mlplab_submitit_launcher.launcher.LocalLauncher"
+    assert slurm._target_ == "hydra_plugins.mlplab_submitit_launcher.launcher.SlurmLauncher"
+    plugin = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
+    for ours, theirs in (
+        (launcher.LocalLauncher, "LocalLauncher"),
+        (launcher.SlurmLauncher, "SlurmLauncher"),
+    ):
+        assert f"{plugin}.{theirs}" in [f"{c.__module__}.{c.__qualname__}" for c in ours.__mro__]
     for knob in ("partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb"):
         assert knob in slurm
-    assert slurm.array_parallelism == 64 and slurm.cpus_per_task == 2
+    assert slurm.array_parallelism == 64 and slurm.cpus_per_task == 1 and slurm.mem_gb == 2
+    assert slurm.max_num_timeout == 3 and slurm.signal_delay_s == 120
 
 
 def test_slurm_launcher_renders_a_valid_sbatch_array():
@@ -126,23 +142,22 @@ def test_slurm_launcher_renders_a_valid_sbatch_array():
     cfg = compose_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     names = SlurmExecutor._equivalence_dict()
-    params = {
-        names.get(k, k): v
-        for k, v in launcher.items()
-        if k in ("partition", "timeout_min", "cpus_per_task", "gpus_per_node", "setup", "nodes")
-    }
+    keys = ("partition", "timeout_min", "cpus_per_task", "gpus_per_node", "setup", "nodes")
+    keys += ("signal_delay_s", "additional_parameters", "array_parallelism")
+    params = {names.get(k, k): v for k, v in launcher.items() if k in keys}
     params["mem"] = f"{launcher['mem_gb']}GB"
-    params["array_parallelism"] = launcher["array_parallelism"]
     text = _make_sbatch_string(
         command="python job.py", folder="/tmp/sub/%j", map_count=100, **params
     )
     for line in (
         "#SBATCH --partition=gpu",
         "#SBATCH --time=60",
-        "#SBATCH --cpus-per-task=2",
-        "#SBATCH --mem=4GB",
+        "#SBATCH --cpus-per-task=1",
+        "#SBATCH --mem=2GB",
         "#SBATCH --array=0-99%64",  # 100 jobs, 64 at a time
-        "export OMP_NUM_THREADS=2",
+        "#SBATCH --signal=USR2@120",  # submitit's signal, 2 minutes before the time limit
+        "#SBATCH --requeue",
+        "export OMP_NUM_THREADS=1",
     ):
         assert line in text, text
 
@@ -288,24 +303,64 @@ def test_readme_activation_sweep_with_joblib_fails_loudly_but_finishes(tmp_path)
     assert "6 jobs: 3 ok, 3 failed" in markdown and "## Failed" in markdown
 
 
+# A Hydra callback that writes the status of each job's JobReturn beside its metrics.json.
+JOB_STATUS_CALLBACK = """
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+
+class JobStatus(Callback):
+    def on_job_end(self, config, job_return, **kwargs):
+        folder = Path(job_return.hydra_cfg.hydra.runtime.output_dir)
+        (folder / "job_status.txt").write_text(job_return.status.name)
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_submitit_local_sweep_records_a_diverged_job(tmp_path):
+def test_local_launcher_records_a_failed_job_as_failed_everywhere(tmp_path):
+    """hydra/launcher=local: a diverged job is failed in metrics.json, in Hydra's JobReturn, in
+    submitit's outcome and in its process's exit status; the other jobs run, the summary names it.
+    """
+    (tmp_path / "status_callback.py").write_text(JOB_STATUS_CALLBACK)
     result = multirun(
         tmp_path,
-        "hydra/launcher=submitit_local",
+        "hydra/launcher=local",
         "optimizer=sgd",
-        "optimizer.lr=0.1,1e30",
+        "optimizer.lr=0.1,1e30,0.05",
+        "+hydra.callbacks.job_status._target_=status_callback.JobStatus",
         *TINY,
+        env={"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
     )
     assert result.returncode == 1, result.stderr[-3000:]
     sweep_dir = only_sweep_dir(tmp_path)
-    assert (sweep_dir / ".submitit").is_dir()  # the jobs really went through submitit
-    ok, diverged = (read(j) for j in job_dirs(sweep_dir))
-    assert ok["status"] == "ok" and ok["output_dir"] == str(sweep_dir / "0")
-    assert diverged["status"] == "failed" and diverged["output_dir"] == str(sweep_dir / "1")
-    assert "training diverged" in diverged["error"] and diverged["metrics"] == {}
-    assert f"mlplab: 1 of 2 jobs ok in {sweep_dir}; failed: 1 (optimizer.lr=1e+30: " in (
+    jobs = job_dirs(sweep_dir)
+    records = [read(j) for j in jobs]
+    assert [r["status"] for r in records] == ["ok", "failed", "ok"]
+    assert [r["output_dir"] for r in records] == [str(sweep_dir / str(i)) for i in range(3)]
+    assert "training diverged" in records[1]["error"] and records[1]["metrics"] == {}
+    # Hydra's JobReturn, as a Hydra callback in each job saw it.
+    assert [(j / "job_status.txt").read_text() for j in jobs] == [
+        "COMPLETED",
+        "FAILED",
+        "COMPLETED",
+    ]
+    # submitit's record of each job, read back through its public API: the failed job raised.
+    import submitit
+
+    errors = []
+    for job in jobs:
+        job_id = job_config_hydra(job)["hydra"]["job"]["id"]
+        handle = submitit.LocalJob(sweep_dir / ".submitit" / "%j", job_id)
+        errors.append(handle.exception())  # None: the job returned its result
+        logged = "Submitted job triggered an exception" in (handle.stderr() or "")
+        assert logged == (errors[-1] is not None)
+    assert [type(e).__name__ for e in errors] == ["NoneType", "FailedJobError", "NoneType"]
+    assert "training diverged" in str(errors[1])
+    # The sweep's process: one line per failed job, then the summary naming it; exit status 1.
+    assert re.search(r"job #1 \(.*optimizer.lr=1e\+30.*\) failed; see .*_log.err", result.stdout)
+    assert f"mlplab: 2 of 3 jobs ok in {sweep_dir}; failed: 1 (optimizer.lr=1e+30: " in (
         result.stderr
     )
 

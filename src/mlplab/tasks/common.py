@@ -51,6 +51,10 @@ dashboard.register_resolvers()
 # Set by runtime.pass_job_to_ranks in a multirun job; read by rank_job_argv in DDP ranks.
 JOB_OVERRIDES_ENV = "MLPLAB_JOB_OVERRIDES"
 JOB_DIR_ENV = "MLPLAB_JOB_DIR"
+# Set to 1 by mlplab's submitit launchers in a job's own process: a failed job raises after its
+# record is written, so Hydra, submitit and the scheduler record it as failed. Elsewhere a
+# failed multirun job returns None: Hydra's basic sweeper would stop the sweep at a raise.
+RAISE_FAILED_JOB_ENV = "MLPLAB_RAISE_FAILED_JOB"
 # Hydra flags that take a value, kept when a DDP rank's command line is rebuilt.
 _VALUE_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
 
@@ -65,6 +69,10 @@ class ConfigError(ValueError):
 
 class TaskError(RuntimeError):
     """A run cannot go on for a reason outside the config (bad file, diverged loss)."""
+
+
+class JobFailedError(TaskError):
+    """A multirun job failed and was recorded as failed (its one-line error is the message)."""
 
 
 def _show(value: object) -> str:
@@ -251,6 +259,10 @@ def run_task(
     Returns:
         The value of ``cfg.optimized_metric`` for Hydra sweepers; None for a failed multirun
         job, which Optuna records as a failed trial (a NaN would end its search).
+
+    Raises:
+        SystemExit: outside a multirun, when the body failed (2 for a config error, else 1).
+        JobFailedError: a failed multirun job, where :data:`RAISE_FAILED_JOB_ENV` is 1.
     """
     if output_dir is None or overrides is None or multirun is None:
         hydra_out, hydra_overrides, hydra_multirun = _hydra_runtime()
@@ -299,6 +311,8 @@ def run_task(
             raise error
         if not multirun:
             raise SystemExit(2 if isinstance(error, ConfigError) else 1)
+        if os.environ.get(RAISE_FAILED_JOB_ENV) == "1":
+            raise JobFailedError(record["error"]) from error
         return None
     key = cfg.get("optimized_metric")
     value = metrics.get(key) if key else None

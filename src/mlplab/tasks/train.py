@@ -8,6 +8,7 @@ arguments, and :func:`mlplab.tasks.common.instantiate` turns what it raises into
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -199,15 +200,23 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
     new run folder never has one; here it must exist, or the run stops with a clear line. In a
     multirun, a job folder without one starts from scratch: that is how a sweep is resumed
     (``hydra.sweep.dir=<multirun folder> ckpt_path=last``), jobs that never started included.
+    A job that SLURM requeued (``SLURM_RESTART_COUNT`` > 0) with ``ckpt_path`` null goes on from
+    its folder's ``last.ckpt`` when there is one, as Lightning does with its ``hpc_ckpt``.
     """
     ckpt_path = cfg.ckpt_path
+    callbacks = cfg.get("callbacks") or {}
+    dirpath = (callbacks.get("model_checkpoint") or {}).get("dirpath")
+    path = Path(dirpath or output_dir / "checkpoints") / "last.ckpt"
+    if ckpt_path is None and os.environ.get("SLURM_RESTART_COUNT", "0") != "0" and path.is_file():
+        # SLURM requeued this job (time limit, preemption): it goes on from its last epoch.
+        log.info(
+            "requeued job (SLURM_RESTART_COUNT=%s): resuming", os.environ["SLURM_RESTART_COUNT"]
+        )
+        return path
     if ckpt_path is None:
         return None
     if ckpt_path != "last":
         return Path(ckpt_path).expanduser().absolute()
-    callbacks = cfg.get("callbacks") or {}
-    dirpath = (callbacks.get("model_checkpoint") or {}).get("dirpath")
-    path = Path(dirpath or output_dir / "checkpoints") / "last.ckpt"
     if path.is_file():
         return path
     if in_multirun():
