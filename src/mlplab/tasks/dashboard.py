@@ -65,16 +65,21 @@ def run_folder(output_dir: str) -> str:
 
 
 def run_settings() -> str:
-    """The run's settings as a folder name: Hydra's ``hydra.job.override_dirname``.
-
-    ``data.sigma=0.1,debug=fast`` (sorted, without the keys listed in
-    ``hydra.job.config.override_dirname.exclude_keys``: output paths, ``ckpt_path``);
-    ``defaults`` when there are none. Past :data:`MAX_NAME_CHARS`, cut and followed by
-    ``~`` and 8 hex digits of a hash of the whole, which keeps it unique.
+    """The run's settings as a folder name: :func:`run_name` of Hydra's
+    ``hydra.job.override_dirname`` (``data.sigma=0.1,debug=fast``: sorted, without the keys
+    listed in ``hydra.job.config.override_dirname.exclude_keys``: output paths, ``ckpt_path``).
     """
     hc = _hydra_config()
-    name = (str(hc.job.override_dirname) if hc is not None else "") or DEFAULTS
-    name = name.replace("/", SLASH)
+    return run_name(str(hc.job.override_dirname) if hc is not None else "")
+
+
+def run_name(override_dirname: str) -> str:
+    """The TensorBoard run name of a job whose ``hydra.job.override_dirname`` is given (as its
+    ``.hydra/hydra.yaml`` records it): ``defaults`` when empty, ``/`` as :data:`SLASH`; past
+    :data:`MAX_NAME_CHARS`, cut and followed by ``~`` and 8 hex digits of a hash of the whole,
+    which keeps it unique.
+    """
+    name = (override_dirname or DEFAULTS).replace("/", SLASH)
     if len(name) > MAX_NAME_CHARS:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[: MAX_NAME_CHARS - 9]}~{digest}"

@@ -206,7 +206,7 @@ def hparams_of(
     return hparams
 
 
-def _options() -> dict[str, str]:
+def config_choices() -> dict[str, str]:
     """Hydra's choice of option per config group, when Hydra runs this task."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -508,7 +508,7 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> common.Outcome:
             checkpoint.get("epoch", -1),
             checkpoint.get("global_step", -1),
         )
-    hparams = hparams_of(model.hparams.built_from, model.net, cfg.seed, _options())
+    hparams = hparams_of(model.hparams.built_from, model.net, cfg.seed, config_choices())
     with runtime.distributed_job():
         metrics = _fit_and_record(cfg, output_dir, datamodule, model, ckpt_path, hparams)
     return common.Outcome(metrics, hparams)
@@ -555,7 +555,7 @@ def _fit_and_record(
         log.info("fast_dev_run: no figures and no HPARAMS entry")
         return metrics
     if cfg.figures:
-        _save_figures(cfg, datamodule, model, metrics, output_dir, logger, trainer.global_step)
+        save_figures(cfg, datamodule, model, metrics, output_dir, logger, trainer.global_step)
     runtime.log_hparams(logger, hparams, cfg)
     if logger is not None:
         logger.save()
@@ -564,7 +564,7 @@ def _fit_and_record(
     return metrics
 
 
-def _save_figures(
+def save_figures(
     cfg: DictConfig,
     datamodule: pl.LightningDataModule,
     model: Classifier,

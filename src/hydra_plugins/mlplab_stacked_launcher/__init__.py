@@ -1,0 +1,1 @@
+"""mlplab's stacked launcher for Hydra: ``hydra/launcher=stacked`` (see ``stacked_launcher``)."""
