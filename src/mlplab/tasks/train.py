@@ -127,7 +127,7 @@ def built_from(cfg: DictConfig) -> dict[str, Any]:
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True) if cfg.get("trainer") else {}
     record["trainer"] = {key: trainer[key] for key in RUN_TRAINER_KEYS if key in trainer}
     record["seed"] = cfg.get("seed")
-    options = _options()
+    options = config_choices()
     record["options"] = {group: options[group] for group in BUILT_FROM if group in options}
     return record
 
