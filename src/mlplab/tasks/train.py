@@ -230,6 +230,21 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _requeued_checkpoint(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The folder's ``last.ckpt`` when SLURM requeued this job (time limit, preemption), else None.
+
+    ``SLURM_RESTART_COUNT`` is set (> 0) by SLURM in a requeued job only; a first run, or a run
+    outside SLURM, starts from scratch.
+    """
+    if os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0"):
+        return None
+    path = last_checkpoint(cfg, output_dir)
+    if not path.is_file():
+        return None
+    log.info("requeued job (SLURM_RESTART_COUNT=%s): resuming", os.environ["SLURM_RESTART_COUNT"])
+    return path
+
+
 def last_checkpoint(cfg: DictConfig, output_dir: Path) -> Path:
     """Where the run's ModelCheckpoint keeps ``last.ckpt`` (``callbacks.model_checkpoint``)."""
     callbacks = cfg.get("callbacks") or {}
@@ -261,17 +276,11 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> Path | None:
     its folder's ``last.ckpt`` when there is one, as Lightning does with its ``hpc_ckpt``.
     """
     ckpt_path = cfg.ckpt_path
-    path = last_checkpoint(cfg, output_dir)
-    if ckpt_path is None and os.environ.get("SLURM_RESTART_COUNT", "0") != "0" and path.is_file():
-        # SLURM requeued this job (time limit, preemption): it goes on from its last epoch.
-        log.info(
-            "requeued job (SLURM_RESTART_COUNT=%s): resuming", os.environ["SLURM_RESTART_COUNT"]
-        )
-        return path
     if ckpt_path is None:
-        return None
+        return _requeued_checkpoint(cfg, output_dir)
     if ckpt_path != "last":
         return Path(ckpt_path).expanduser().absolute()
+    path = last_checkpoint(cfg, output_dir)
     if path.is_file():
         return path
     if in_multirun():
