@@ -367,7 +367,9 @@ def test_invalid_and_other_task_jobs_run_alone(compose_config, tmp_path):
     reason = why_alone(resolved(compose_config("train", ["model.width=0"])), tmp_path)
     assert reason == "its config is invalid (model.width=0 is invalid: must be an integer >= 1)"
     reason = why_alone(resolved(compose_config("train", ["seed=-1"])), tmp_path)
-    assert reason == "its config is invalid (seed=-1 is invalid: must be an integer >= 0)"
+    assert reason == (
+        "its config is invalid (seed=-1 is invalid: must be an integer >= 0 and <= 4294967295)"
+    )
     cfg = resolved(compose_config("train"))
     cfg.task_name = "eval"
     assert stacked.why_not_stackable(cfg) == "task 'eval' is not mlplab-train"

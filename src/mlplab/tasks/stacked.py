@@ -87,17 +87,34 @@ class MemberResult:
 # --- which jobs stack ---------------------------------------------------------------------------
 
 
-def _arguments(cls: type) -> set[str]:
+def _arguments(target: Any) -> set[str]:
     import inspect
 
-    return set(inspect.signature(cls).parameters)
+    return set(inspect.signature(target).parameters)
+
+
+def _target_object(node: Any) -> Any:
+    """What ``node._target_`` names (a class or a factory function); None if it names nothing."""
+    try:
+        return hydra.utils.get_object(str(node._target_))
+    except Exception:
+        return None
 
 
 def _target_class(node: Any) -> type | None:
+    """The class ``node`` builds: its ``_target_`` class, or the class a factory function is
+    annotated to return (``mlplab.tasks.progress.progress_bar -> ProgressBar``); None if unknown.
+    """
+    import typing
+
+    target = _target_object(node)
+    if target is None or isinstance(target, type):
+        return target
     try:
-        return hydra.utils.get_class(str(node._target_))
+        built = typing.get_type_hints(target).get("return")
     except Exception:
         return None
+    return built if isinstance(built, type) else None
 
 
 def why_not_stackable(cfg: DictConfig) -> str | None:
@@ -292,7 +309,11 @@ def _group_callbacks(cfg: DictConfig, directory: Path, steps_per_epoch: int) -> 
         kwargs: dict[str, Any] = {}
         if cls is not None and issubclass(cls, Checkpoint):
             kwargs["dirpath"] = str(group_checkpoint(directory).parent)
-        elif cls is not None and issubclass(cls, ProgressBar) and "refresh_rate" in _arguments(cls):
+        elif (
+            cls is not None
+            and issubclass(cls, ProgressBar)
+            and "refresh_rate" in _arguments(_target_object(node))
+        ):
             kwargs["refresh_rate"] = max(int(node.get("refresh_rate") or 1), steps_per_epoch)
         callbacks.append(single_run.instantiate(node, f"callbacks.{name}", **kwargs))
     return callbacks
