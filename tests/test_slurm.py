@@ -232,6 +232,43 @@ def test_failed_job_is_failed_in_slurm_accounting(tmp_path, slurm):
     )
 
 
+def run_times(slurm: dict[str, str], job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """``sacct``'s start and end time of each job (ISO text, second resolution)."""
+    cmd = ["sacct", "-X", "-n", "-P", "-o", "JobID,Start,End", "-j", ",".join(job_ids)]
+    rows = [line.split("|") for line in slurm_cmd(slurm, *cmd).splitlines()]
+    return {job: (start, end) for job, start, end in rows}
+
+
+def test_optuna_runs_two_trials_at_once_as_slurm_jobs_on_one_study(tmp_path, slurm):
+    # Two trials asked at a time (n_jobs=2) go to SLURM as one array of 2 tasks, which run side
+    # by side on the node's 2 CPUs; every trial is told to the one SQLite study.
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    search = ["hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    fixed = ["model.depth=1", "model.activation=ReLU", f"hydra.sweeper.storage={storage}"]
+    result = slurm_sweep(tmp_path, slurm, *search, *fixed, *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = sweep_dir_of(tmp_path)
+    jobs = jobs_of(sweep_dir)
+    trials = optuna.load_study(study_name="mlp_arch", storage=storage).trials
+    assert len(jobs) == len(trials) == 4
+    for trial, job in zip(trials, jobs, strict=True):
+        assert trial.state == TrialState.COMPLETE
+        assert trial.value == pytest.approx(read(job)["metrics"]["val/acc"])
+    ids = [slurm_job_id(j) for j in jobs]
+    arrays = [job_id.split("_")[0] for job_id in ids]
+    assert arrays[0] == arrays[1] != arrays[2] == arrays[3]  # two arrays of two trials
+    assert [job_id.split("_")[1] for job_id in ids] == ["0", "1", "0", "1"]
+    assert accounting(slurm, ids) == dict.fromkeys(ids, "COMPLETED")
+    times = run_times(slurm, ids)
+    for first, second in (ids[:2], ids[2:]):
+        (start_a, end_a), (start_b, end_b) = times[first], times[second]
+        assert max(start_a, start_b) <= min(end_a, end_b), times  # they ran at the same time
+    assert f"mlplab: 4 of 4 jobs ok in {sweep_dir}" in result.stdout + result.stderr
+
+
 def test_cancelled_job_ends_the_sweep_within_a_minute(tmp_path, slurm):
     env = with_pacer(tmp_path, slurm)
     args = [*LONG_TRAIN, "+callbacks.pacer._target_=pacer.Pacer", "+callbacks.pacer.seconds=1"]
