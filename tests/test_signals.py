@@ -167,6 +167,48 @@ def test_sigterm_stops_a_sweep_and_its_job_resumes_alone(tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.subprocess
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_stops_a_stacked_sweep_which_the_printed_command_finishes(
+    tmp_path, signum, code
+) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep = [*LONG[:3], "trainer.max_epochs=300", "seed=5,6", "logger=none", "figures=false"]
+    victim = start_train(
+        "-m", *sweep, "hydra/launcher=stacked", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path
+    )
+
+    def stack_checkpoint() -> Path | None:
+        for ckpt in sweep_dir.glob(".stacked/*/checkpoints/last.ckpt"):
+            if torch.load(ckpt, weights_only=True)["global_step"] > 0:
+                return ckpt
+        return None
+
+    wait_for(stack_checkpoint, victim, "the stack's first checkpoint")
+    _, stderr = stop(victim, signum)
+    # Lightning's SIGTERMException is a SystemExit with no code: left alone, exit status 0.
+    assert victim.returncode == code, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    name = signal.Signals(signum).name
+    assert last.startswith(f"mlplab-train: sweep interrupted by {name} training "), last
+    words = shlex.split(last.split("; resume with: ", 1)[1])
+    assert words[0] == "mlplab-train" and "hydra/launcher=stacked" in words and "seed=5,6" in words
+    assert words[-2:] == [f"hydra.sweep.dir={sweep_dir}", "ckpt_path=last"]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    resumed = subprocess.run(
+        shlex.join(words), shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming the stack" in resumed.stdout + resumed.stderr
+    for job in ("0", "1"):
+        record = read_metrics(sweep_dir / job)
+        assert record["status"] == "ok" and record["metrics"]["epochs"] == 300
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigterm_before_the_first_epoch_ends_is_recorded(tmp_path) -> None:
     # Stopped as early as the run logs anything: no checkpoint yet, so the command runs the
     # same overrides again in the same folder.

@@ -19,6 +19,7 @@ import copy
 import functools
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -258,7 +259,7 @@ class StackedLauncher(Launcher):
     def _run_stack(self, stack: list[_Job], sweep_dir: Path) -> list[JobReturn]:
         import torch
 
-        from mlplab.tasks import stacked
+        from mlplab.tasks import common, stacked
 
         members = [job.member for job in stack]
         directory = stacked.group_dir(sweep_dir, members)
@@ -271,7 +272,15 @@ class StackedLauncher(Launcher):
         threads = self.num_threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
         torch.set_num_threads(threads)
         started = time.perf_counter()
-        results = stacked.train_group(members, directory, chunk_size=self.chunk_size)
+        try:
+            results = stacked.train_group(members, directory, chunk_size=self.chunk_size)
+        except stacked.Interrupted as stop:
+            # As a single run stopped by a signal: one line, the command last, the exit status a
+            # shell gives a process the signal ended. The stack's last.ckpt holds its last epoch.
+            command = common.sweep_resume_command("train", sweep_dir, sys.argv[1:])
+            line = f"mlplab-train: sweep {stop}; resume with: {command}"
+            print(line, file=sys.stderr, flush=True)
+            raise SystemExit(stop.exit_code) from stop
         trained = time.perf_counter()
         returns = []
         for job, result in zip(stack, results, strict=True):

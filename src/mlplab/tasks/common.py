@@ -345,6 +345,30 @@ def rerun_command(
     return " ".join(_shell_word(word) for word in words)
 
 
+def sweep_resume_command(task_name: str, sweep_dir: Path, argv: Sequence[str]) -> str:
+    """The shell command that goes on with a stopped sweep in its own multirun folder.
+
+    Args:
+        task_name: ``train`` for the console script ``mlplab-train``.
+        sweep_dir: The sweep's folder, passed as ``hydra.sweep.dir``.
+        argv: The sweep's command-line arguments (``sys.argv[1:]``): flags, sweeps, launcher.
+
+    Returns:
+        ``mlplab-<task> <argv without hydra.sweep.dir and ckpt_path> hydra.sweep.dir=<folder>
+        ckpt_path=last``, each word quoted for a POSIX shell: finished jobs re-test, stopped
+        ones go on from their ``last.ckpt``, jobs that never started begin.
+    """
+    replaced = ("hydra.sweep.dir", "ckpt_path")
+    kept = [a for a in argv if _override_key(a).lstrip("+~") not in replaced]
+    words = [
+        f"mlplab-{task_name}",
+        *kept,
+        f"hydra.sweep.dir={Path(sweep_dir).absolute()}",
+        "ckpt_path=last",
+    ]
+    return " ".join(_shell_word(word) for word in words)
+
+
 def _shell_word(word: str) -> str:
     """``word`` quoted for a POSIX shell; Hydra's own quotes inside double quotes, readably."""
     quoted = shlex.quote(word)

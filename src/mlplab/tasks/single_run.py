@@ -17,9 +17,9 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from mlplab.tasks import common, train
-from mlplab.tasks.common import ConfigError, TaskError
+from mlplab.tasks.common import ConfigError, Interrupted, TaskError
 
-__all__ = ["ConfigError", "SingleRun", "TaskError"]
+__all__ = ["ConfigError", "Interrupted", "SingleRun", "TaskError"]
 
 
 @dataclass

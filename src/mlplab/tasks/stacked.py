@@ -29,7 +29,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from mlplab.tasks import single_run
-from mlplab.tasks.single_run import ConfigError, TaskError
+from mlplab.tasks.single_run import ConfigError, Interrupted, TaskError
 
 log = logging.getLogger("mlplab")
 
@@ -329,13 +329,23 @@ def train_group(
     Builds each member as its single run would (seed, data, initial weights), stacks them, and
     fits one Trainer with the members' trainer settings; ``ckpt_path=last`` resumes the group's
     own checkpoint (``<directory>/checkpoints/last.ckpt``). A member that diverges is recorded
-    as failed; an error of the whole stack is recorded for every member. Never raises, except
-    on KeyboardInterrupt.
+    as failed; an error of the whole stack is recorded for every member.
+
+    Raises:
+        Interrupted: SIGINT (Ctrl-C) or SIGTERM stopped the fit (Lightning ends it at the end of
+            the batch; the group's ``last.ckpt`` holds its last whole epoch).
     """
+    from mlplab.tasks.progress import Interruption
+
     directory = Path(directory)
     results = [MemberResult(m, directory, len(members)) for m in members]
+    interruption = Interruption()
     try:
-        _train_group(members, directory, chunk_size, results)
+        _train_group(members, directory, chunk_size, results, interruption)
+    except SystemExit as stop:  # Lightning's SIGTERMException, or its sys.exit(1) on Ctrl-C
+        if interruption.signum is None:
+            raise
+        raise Interrupted(interruption.signum, f"training {directory}") from stop
     except Exception as err:  # the stack failed as a whole: every member says so
         log.error("stack %s failed: %s", directory, single_run.one_line(err))
         for result in results:
@@ -348,6 +358,7 @@ def _train_group(
     directory: Path,
     chunk_size: int | None,
     results: list[MemberResult],
+    interruption: Any,
 ) -> None:
     from mlplab.data.stacked import StackedDataModule
     from mlplab.models.stacked import StackedClassifier, StackMismatchError, default_chunk_size
@@ -379,7 +390,7 @@ def _train_group(
         keys=[json.dumps(runs[i].record["data"], sort_keys=True, default=repr) for i in order],
     )
     trainer_cfg = OmegaConf.merge(first.trainer, {"default_root_dir": str(directory)})
-    callbacks = _group_callbacks(first, directory, len(data.train_dataloader()))
+    callbacks = [*_group_callbacks(first, directory, len(data.train_dataloader())), interruption]
     trainer = single_run.build_trainer(trainer_cfg, None, callbacks)
     ckpt = group_checkpoint(directory)
     resume = first.ckpt_path == "last" and ckpt.is_file()
