@@ -63,35 +63,51 @@ def plot_heatmap(
     Returns:
         A Figure with the heatmap axes (one QuadMesh) and the colour bar axes.
     """
-    values = np.ma.masked_invalid(np.asarray(to_numpy(values), dtype=float))
     x = _check_axis("x", x, log_x)
     y = _check_axis("y", y, log_y)
-    if values.shape != (len(y), len(x)):
-        raise ValueError(
-            f"values has shape {values.shape} but expected (len(y), len(x)) = ({len(y)}, {len(x)})"
-        )
+    values = _grid("values", values, x, y)
     vmin, vmax = _color_range(values, symmetric)
     fig = new_figure(figsize=(6.4, 4.8))
     ax = fig.axes[0]
-    mesh = ax.pcolormesh(
-        _cell_edges(x, log_x),
-        _cell_edges(y, log_y),
-        values,
-        cmap=cmap or ("RdBu_r" if symmetric else "viridis"),
-        vmin=vmin,
-        vmax=vmax,
-    )
+    cmap = cmap or ("RdBu_r" if symmetric else "viridis")
+    mesh = _draw_cells(ax, values, x, y, log_x, log_y, fmt, Normalize(vmin, vmax), cmap)
+    colorbar = fig.colorbar(mesh, ax=ax)
+    if cbar_label is not None:
+        colorbar.set_label(cbar_label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
+    return fig
+
+
+def _grid(name: str, values: ArrayLike, x: np.ndarray, y: np.ndarray) -> np.ma.MaskedArray:
+    """``values`` as floats with NaN masked; ValueError unless of shape (len(y), len(x))."""
+    grid = np.ma.masked_invalid(np.asarray(to_numpy(values), dtype=float))
+    if grid.shape != (len(y), len(x)):
+        raise ValueError(
+            f"{name} has shape {grid.shape} but expected (len(y), len(x)) = ({len(y)}, {len(x)})"
+        )
+    return grid
+
+
+def _draw_cells(
+    ax: Axes,
+    grid: np.ma.MaskedArray,
+    x: np.ndarray,
+    y: np.ndarray,
+    log_x: bool,
+    log_y: bool,
+    fmt: str,
+    norm: Normalize,
+    cmap: str,
+) -> QuadMesh:
+    """One heatmap panel: cells centred on (x, y), ticks at the cells, small grids annotated."""
+    mesh = ax.pcolormesh(_cell_edges(x, log_x), _cell_edges(y, log_y), grid, cmap=cmap, norm=norm)
     ax.set_xscale("log" if log_x else "linear")
     ax.set_yscale("log" if log_y else "linear")
     _tick_at_cells(ax.xaxis, x)
     _tick_at_cells(ax.yaxis, y)
-    colorbar = fig.colorbar(mesh, ax=ax)
-    if cbar_label is not None:
-        colorbar.set_label(cbar_label)
-    if max(values.shape) <= MAX_ANNOTATED_SIDE:
-        _annotate_cells(ax, mesh, values, x, y, fmt)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
-    return fig
+    if max(grid.shape) <= MAX_ANNOTATED_SIDE:
+        _annotate_cells(ax, mesh, grid, x, y, fmt)
+    return mesh
 
 
 def plot_heatmaps(
@@ -132,15 +148,7 @@ def plot_heatmaps(
         raise ValueError("panels is empty: give at least one heatmap")
     x = _check_axis("x", x, log_x)
     y = _check_axis("y", y, log_y)
-    grids = {}
-    for name, values in panels.items():
-        grid = np.ma.masked_invalid(np.asarray(to_numpy(values), dtype=float))
-        if grid.shape != (len(y), len(x)):
-            raise ValueError(
-                f"panels[{name!r}] has shape {grid.shape} but expected (len(y), len(x)) = "
-                f"({len(y)}, {len(x)})"
-            )
-        grids[name] = grid
+    grids = {name: _grid(f"panels[{name!r}]", values, x, y) for name, values in panels.items()}
     vmin, vmax = _color_range(np.ma.concatenate([g.ravel() for g in grids.values()]), False)
     norm = Normalize(vmin=vmin, vmax=vmax)
     ncols = min(ncols, len(grids))
@@ -150,15 +158,7 @@ def plot_heatmaps(
     for ax in axes[len(grids) :]:
         ax.set_visible(False)
     for ax, (name, grid) in zip(axes, grids.items(), strict=False):
-        mesh = ax.pcolormesh(
-            _cell_edges(x, log_x), _cell_edges(y, log_y), grid, cmap=cmap, norm=norm
-        )
-        ax.set_xscale("log" if log_x else "linear")
-        ax.set_yscale("log" if log_y else "linear")
-        _tick_at_cells(ax.xaxis, x)
-        _tick_at_cells(ax.yaxis, y)
-        if max(grid.shape) <= MAX_ANNOTATED_SIDE:
-            _annotate_cells(ax, mesh, grid, x, y, fmt)
+        _draw_cells(ax, grid, x, y, log_x, log_y, fmt, norm, cmap)
         ax.set_title(name, fontsize="medium")
     for ax in axes[: len(grids)]:
         if ax.get_subplotspec().is_last_row() or len(grids) <= ncols:
