@@ -15,7 +15,8 @@ side, repeat by repeat (so a slower spell of the machine hits all of them alike)
   * the default fit while one busy process competes for the CPU (target: within 1.5x of the
     idle default fit).
 Every fit runs with the intra-op threads that ``threads=auto`` gives this network (one).
-``--components`` adds one variant per default logger/callback alone (on top of the bare loop).
+``--components`` adds one variant per default logger/callback alone (on top of mlplab's fit with
+``logger=none callbacks=none``). Variants rotate: repeat r starts at variant r.
 Part 2 times whole processes: `mlplab-train experiment=tutorial` against the tutorial's own
 training cell (TensorDataset + DataLoader with 2 workers, re-implemented below); ``--before REF``
 also times the process of git revision REF, alternating run by run (see ``benchlib``).
@@ -25,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -206,6 +208,21 @@ BARE = "bare LightningModule (no logger, callbacks, metrics)"
 PLAIN = "plain PyTorch loop (reference)"
 
 
+def fit_of(overrides: list[str], tmp: str) -> Callable[[str], float]:
+    """A timed mlplab fit with ``overrides``, writing under ``tmp/<run>``."""
+    return lambda run: lightning_fit(overrides, Path(tmp) / run)[0]
+
+
+def contended_fit(tmp: str) -> Callable[[str], float]:
+    """The default fit, timed while one busy process competes for the CPU."""
+
+    def run(name: str) -> float:
+        with busy_process():
+            return lightning_fit([], Path(tmp) / f"busy-{name}")[0]
+
+    return run
+
+
 def time_fits(repeats: int, components: bool) -> None:
     """Part 1: the fit variants and the plain loop, interleaved, as a Markdown table."""
     import hydra
@@ -224,19 +241,23 @@ def time_fits(repeats: int, components: bool) -> None:
         for name in everything:
             others = [f"~callbacks.{other}" for other in everything if other != name]
             alone[name.replace("_", " ")] = ["logger=none", *others]
-        variants.update({f"bare loop + {name} alone": o for name, o in alone.items()})
+        variants.update({f"mlplab fit + {name} alone": o for name, o in alone.items()})
     times: dict[str, list[float]] = {PLAIN: [], BARE: [], **{k: [] for k in variants}}
     times[CONTENDED] = []
     with tempfile.TemporaryDirectory() as tmp:
+        runs: list[tuple[str, Callable[[str], float]]] = [
+            (PLAIN, lambda _: plain_loop(datamodule, cfg.seed)),
+            (BARE, lambda _: bare_fit(cfg.seed)),
+            *[(name, fit_of(overrides, tmp)) for name, overrides in variants.items()],
+            (CONTENDED, contended_fit(tmp)),
+        ]
+        lightning_fit([], Path(tmp) / "warm-up")  # first-call costs (imports, caches), untimed
         for r in range(repeats):
-            times[PLAIN].append(plain_loop(datamodule, cfg.seed))
-            times[BARE].append(bare_fit(cfg.seed))
-            for i, (name, overrides) in enumerate(variants.items()):
-                seconds, _ = lightning_fit(overrides, Path(tmp) / f"{r}-{i}")
-                times[name].append(seconds)
-            with busy_process():
-                seconds, _ = lightning_fit([], Path(tmp) / f"{r}-busy")
-            times[CONTENDED].append(seconds)
+            # Each repeat starts one variant later, so that none always follows the same one
+            # (a fit leaves garbage and threads behind); a collection before each levels it.
+            for name, run in runs[r % len(runs) :] + runs[: r % len(runs)]:
+                gc.collect()
+                times[name].append(run(f"{r}-{len(times[name])}"))
     medians = {name: statistics.median(values) for name, values in times.items()}
     bare = medians[BARE]
     print(f"\n### Fit of experiment=tutorial (2500 steps, {threads} thread), median of {repeats}\n")
