@@ -230,7 +230,11 @@ def time_fits(repeats: int, components: bool) -> None:
     from mlplab.tasks.runtime import count_parameters, set_torch_threads
     from mlplab.tasks.train import build_model
 
+    from omegaconf import open_dict
+
     cfg = compose(["experiment=tutorial"])
+    with open_dict(cfg):  # build_model reads the trainer's settings, which name the run folder
+        cfg.paths.output_dir = tempfile.gettempdir()
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
     threads = set_torch_threads(cfg.threads, count_parameters(build_model(cfg)))
