@@ -364,3 +364,60 @@ def test_a_resumed_study_proposes_new_parameters_and_opens_in_optuna_dashboard(t
         assert attrs["output_dir"] == trial.user_attrs["output_dir"]
     assert detail["best_trials"][0]["number"] == study.best_trial.number
     assert math.isclose(detail["best_trials"][0]["values"][0], study.best_value)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_report_of_a_study_scatters_the_metric_against_each_searched_setting(tmp_path):
+    """mlplab-report on an Optuna sweep: its trials are not a grid, so one scatter panel per
+    searched key (lr on a log axis when it spans more than a decade), the best trial marked, the
+    chance line; no line or heatmap figure over "swept values"."""
+    from mlplab.report import is_grid, load_sweep, swept_keys
+    from mlplab.tasks.report import expected_jobs, make_report
+
+    result = multirun(tmp_path, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = sweep_dirs(tmp_path)
+    report = run_cli("report", str(sweep_dir), "metric=val/acc", f"paths.log_dir={tmp_path}",
+                     cwd=tmp_path)  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+    pngs = sorted(p.name for p in sweep_dir.glob("*.png"))
+    assert pngs == ["val_acc_vs_settings.png"]
+    assert (sweep_dir / "val_acc_vs_settings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](val_acc_vs_settings.png)" in (sweep_dir / "summary.md").read_text()
+
+    # The figure itself, drawn from the same folder.
+    from mlplab.report import sweep_figures
+
+    frame = load_sweep(sweep_dir, expected_jobs(sweep_dir))
+    keys = swept_keys(frame)
+    assert set(keys) == {"optimizer.lr", "model.width", "model.depth", SPEC}
+    assert not is_grid(frame, keys)
+    assert make_report(sweep_dir, metric="val/acc", figures=False)["jobs/ok"] == 6
+    fig = sweep_figures(frame, "val/acc")["val_acc_vs_settings"]
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    panels = {ax.get_xlabel(): ax for ax in axes}
+    assert set(panels) == {
+        "learning rate", "width (units per hidden layer)", "depth (hidden layers)", "activation",
+    }  # fmt: skip
+    records = jobs_of(sweep_dir)
+    accs = [r["metrics"]["val/acc"] for r in records]
+    lrs = [overrides_of(r)["optimizer.lr"] for r in records]
+    assert max(lrs) / min(lrs) > 10  # the seeded sampler's six rates span over a decade
+    lr = panels["learning rate"]
+    assert lr.get_xscale() == "log"
+    assert panels["depth (hidden layers)"].get_xscale() == "linear"
+    jobs, best = lr.collections[:2]  # every job, then the ring round the best
+    assert jobs.get_offsets()[:, 0].tolist() == pytest.approx(lrs)
+    assert jobs.get_offsets()[:, 1].tolist() == pytest.approx(accs)
+    top = max(range(6), key=accs.__getitem__)
+    assert best.get_offsets().tolist() == [pytest.approx([lrs[top], accs[top]])]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[1].startswith(f"best: job {top} (")
+    assert texts[2] == "chance (1/4 = 25 %)"
+    # Activations are categories, ticked with their specs; every panel shares the accuracy axis.
+    ticks = [t.get_text() for t in panels["activation"].get_xticklabels()]
+    assert set(ticks) <= set(ACTIVATIONS) and len(ticks) == len(
+        {overrides_of(r)[SPEC] for r in records}
+    )
+    assert {ax.get_ylim() for ax in axes} == {lr.get_ylim()}

@@ -20,6 +20,7 @@ from mlplab.report import (
     MISSING,
     OK,
     UNREADABLE,
+    is_grid,
     load_sweep,
     one_line_summary,
     override_value,
@@ -404,3 +405,19 @@ def test_cli_key_value_form_and_errors(tmp_path, arch):
         assert bad.returncode == 2, (args, bad.stderr)
         errors = [x for x in bad.stderr.splitlines() if x.startswith("mlplab-report: error: ")]
         assert len(errors) == 1 and line in errors[0], bad.stderr
+
+
+def test_a_grid_is_told_from_a_search():
+    grid = pd.DataFrame(list(itertools.product([8, 32, 128], [1, 2])), columns=["w", "d"])
+    assert is_grid(grid, ["w", "d"])
+    # One extra job (a width tried once) leaves it a grid: 7 of 8 combinations are jobs.
+    assert is_grid(pd.concat([grid, pd.DataFrame({"w": [0], "d": [1]})]), ["w", "d"])
+    # Jobs not started yet (no values) are left aside.
+    assert is_grid(pd.concat([grid, pd.DataFrame({"w": [None], "d": [None]})]), ["w", "d"])
+    # A search: 4 of the 16 combinations of its values.
+    assert not is_grid(pd.DataFrame({"w": [8, 16, 32, 64], "d": [1, 2, 3, 4]}), ["w", "d"])
+    # Rates sampled from a range: 13 distinct fractional values; 12 are still a list.
+    rates = pd.DataFrame({"lr": np.geomspace(1e-4, 1e-1, 13)})
+    assert not is_grid(rates, ["lr"]) and is_grid(rates[:12], ["lr"])
+    widths = pd.DataFrame({"w": np.arange(1, 40)})  # many integers: a range(...) sweep
+    assert is_grid(widths, ["w"])

@@ -43,6 +43,11 @@ MAX_SERIES = 12
 # Heatmap axes (horizontal, vertical), and at most this many panels in one heatmap figure.
 HEATMAP_KEYS = ("model.width", "model.depth")
 MAX_PANELS = 6
+# A numeric key with more distinct non-integer values than this is sampled from a range (an
+# Optuna search), not a grid's list: the jobs get one scatter panel per key instead of lines.
+MAX_GRID_FLOATS = 12
+# At most this many scatter panels (searched keys) in one figure.
+MAX_SCATTER_PANELS = 9
 # A swept key drawn against another column: the construction has n_points - 1 ReLUs, and its
 # error law is stated in ReLUs.
 DRAW_AGAINST = {"n_points": "approx/num_relus"}
@@ -513,7 +518,7 @@ def write_report(
     frame = sort_jobs(frame, metric, mode)
     names: list[str] = []
     if figures:
-        for stem, fig in sweep_figures(frame, metric, log_x=log_x, log_y=log_y).items():
+        for stem, fig in sweep_figures(frame, metric, log_x, log_y, mode).items():
             figure_to_png(fig, out / f"{stem}.png")
             names.append(f"{stem}.png")
     write_text_atomic(out / "summary.csv", summary_csv(frame))
@@ -562,9 +567,18 @@ def chance_level(frame: pd.DataFrame, metric: str) -> float | None:
 
 
 def sweep_figures(
-    frame: pd.DataFrame, metric: str, log_x: bool | str = "auto", log_y: bool | str = "auto"
+    frame: pd.DataFrame,
+    metric: str,
+    log_x: bool | str = "auto",
+    log_y: bool | str = "auto",
+    mode: str = "max",
 ) -> dict[str, Figure]:
     """Figures of a sweep's finished jobs, by file stem.
+
+    A search whose jobs are not a grid (:func:`is_grid`: an Optuna study's trials) gets one
+    figure, ``<metric>_vs_settings``: a scatter panel of the metric against each searched key
+    (log axis where ``log_x`` says so, ``auto``: positive values spanning more than a decade),
+    the best job (``mode``: max or min) marked, a chance line for accuracies. A grid gets:
 
     * ``<metric>_vs_<key>``: the metric against each swept numeric key (or the column of
       :data:`DRAW_AGAINST`), one line per setting of the other swept keys, mean and standard
@@ -578,6 +592,9 @@ def sweep_figures(
     if done.empty:
         return figures
     keys = swept_keys(frame)
+    if keys and not is_grid(frame, keys):
+        figures[f"{slug(metric)}_vs_settings"] = _scatter(frame, done, metric, keys, mode, log_x)
+        return figures
     for key in keys:
         x_key = DRAW_AGAINST.get(key, key)
         if key in AVERAGED_KEYS or x_key not in done or not _numeric(done[x_key]):
@@ -594,6 +611,71 @@ def sweep_figures(
     if {x_key, y_key} <= set(keys) and _numeric(done[x_key]) and _numeric(done[y_key]):
         figures[f"{slug(metric)}_heatmap"] = _heatmaps(frame, done, metric, keys, log_x)
     return figures
+
+
+def is_grid(frame: pd.DataFrame, keys: Sequence[str]) -> bool:
+    """Whether the jobs' values of the swept ``keys`` form a grid, not samples of a search.
+
+    A grid: at least half the combinations of the keys' values are jobs (all of them in a
+    cartesian product; a few extra jobs, such as a width 0 tried once, add combinations that
+    were not run), and no numeric key has more than :data:`MAX_GRID_FLOATS` distinct
+    non-integer values. Jobs without values (not started yet) are left aside.
+    """
+    known = frame.dropna(subset=list(keys))
+    sizes = [known[key].nunique() for key in keys]
+    if 2 * len(known.drop_duplicates(subset=list(keys))) < math.prod(sizes):
+        return False
+    for key in keys:
+        if _numeric(known[key]):
+            values = known[key].astype(float).unique()
+            if np.count_nonzero(values != np.round(values)) > MAX_GRID_FLOATS:
+                return False
+    return True
+
+
+def spans_decades(values: Sequence[float], log: bool | str) -> bool:
+    """``auto``: a log axis for positive values spanning more than a factor 10."""
+    values = [v for v in values if math.isfinite(v)]
+    if log == "auto":
+        return bool(values) and min(values) > 0 and max(values) / min(values) > 10
+    return bool(log) and bool(values) and min(values) > 0
+
+
+def _scatter(
+    frame: pd.DataFrame,
+    done: pd.DataFrame,
+    metric: str,
+    keys: Sequence[str],
+    mode: str,
+    log_x: bool | str,
+) -> Figure:
+    from mlplab.viz import plot_metric_scatter
+
+    params, logs = {}, []
+    for key in list(keys)[:MAX_SCATTER_PANELS]:
+        column = done[key]
+        if _numeric(column):
+            values = column.astype(float).to_numpy()
+            if spans_decades(values.tolist(), log_x):
+                logs.append(label(key))
+        else:
+            values = np.array([show(v) if pd.notna(v) else None for v in column], dtype=object)
+        params[label(key)] = values
+    y = done[metric].astype(float).to_numpy()
+    best = int(np.nanargmax(y) if mode == "max" else np.nanargmin(y))
+    chance = chance_level(done, metric)
+    return plot_metric_scatter(
+        params,
+        y,
+        ylabel=label(metric),
+        title=settings_title(
+            frame, f"{label(metric)} of {len(done)} jobs against each searched setting"
+        ),
+        log_x=logs,
+        best=best,
+        best_label=f"best: job {done['job'].iloc[best]} ({show(y[best])})",
+        hlines={f"chance (1/{100 / chance:g} = {chance:.3g} %)": chance} if chance else None,
+    )
 
 
 def _numeric(column: pd.Series) -> bool:

@@ -193,7 +193,7 @@ def job_problem(ret: JobReturn) -> str | None:
         return "the job raised an error (see its log in its output folder)"
     value = ret.return_value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return f"the job returned {value!r}, not a number (it failed, or logs no such metric)"
+        return f"the job returned {value!r}, not a number (the run reports no such metric)"
     if not math.isfinite(value):
         return f"the job returned {value} (diverged)"
     return None

@@ -5,18 +5,17 @@ raises into a FAILED ``JobReturn`` and hands that back as the job's *result*: su
 completed successfully" and SLURM accounts the job COMPLETED. mlplab's launchers differ in two
 places, everything else is the plugin's own:
 
-- In the job (:meth:`_FailedJobsRecorded.__call__`): the task is asked to raise when it fails
-  (:data:`mlplab.tasks.common.RAISE_FAILED_JOB_ENV`), so Hydra records the job FAILED (callbacks'
-  ``on_job_end`` see it), and then the job raises again once Hydra is done: submitit stores the
-  error as the job's outcome and the process exits non-zero, which SLURM accounts FAILED.
+- In the job (:meth:`_FailedJobsRecorded.__call__`): the task raises when it fails (as every
+  failed mlplab multirun job does), so Hydra records the job FAILED (callbacks' ``on_job_end``
+  see it), and then the job raises again once Hydra is done: submitit stores the error as the
+  job's outcome and the process exits non-zero, which SLURM accounts FAILED.
 - In the sweep's process (:meth:`_FailedJobsRecorded.launch`): every job is waited for, failed
   or not, and each failed job is named in one line. The plugin's own ``launch`` would raise at
   the first job that raised, leaving the others unwatched and the sweep without its summary.
 
-To the sweeper, a failed job comes back as one of Hydra's basic launcher does in mlplab: a
-COMPLETED JobReturn whose value is None. Hydra's basic sweeper stops a multirun at a FAILED
-``JobReturn`` after its batch, before later batches and before the ``on_multirun_end`` callbacks
-(mlplab's sweep summary and its exit status); Optuna records None as a failed trial.
+To the sweeper, a failed job comes back as a FAILED ``JobReturn`` holding submitit's error.
+mlplab's sweepers (``mlplab_grid``, the default, and ``mlplab_optuna``) go on with the other
+jobs; Hydra's own basic sweeper would stop the multirun after the batch.
 """
 
 from __future__ import annotations
@@ -56,9 +55,6 @@ class _FailedJobsRecorded(submitit_launcher.BaseSubmititLauncher):
         Raises:
             Exception: the task's own, after Hydra recorded the job FAILED.
         """
-        from mlplab.tasks.common import RAISE_FAILED_JOB_ENV
-
-        os.environ[RAISE_FAILED_JOB_ENV] = "1"  # this process runs this one job only
         ret = super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
         if ret.status is JobStatus.FAILED:
             _ = ret.return_value  # raises the task's exception (Hydra's own way to re-raise it)
@@ -71,8 +67,7 @@ class _FailedJobsRecorded(submitit_launcher.BaseSubmititLauncher):
 
         As the plugin's ``launch`` (the same executor, parameters and log lines), but a failed
         job (it raised, or the scheduler ended it: cancelled, out of time or memory) is waited
-        for like the others and logged as one line; it comes back as a JobReturn whose value is
-        None.
+        for like the others, logged as one line, and comes back as a FAILED JobReturn.
         """
         import submitit
 
@@ -133,10 +128,8 @@ def _job_return(job: Any, overrides: list[str], idx: int) -> JobReturn:
     else:  # no outcome at all: the scheduler (or a signal) ended the process
         how = f"ended without a result (submitit state {job.state})"
     log.error(f"job #{idx} ({text}) {how}; see {job.paths.stderr}")
-    # Not FAILED for the sweeper (see the module docstring): the sweep goes on, and ends with
-    # mlplab's summary of every job's record.
-    ret = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
-    ret.return_value = None
+    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+    ret.return_value = error  # what reading the return value raises, as for any failed job
     return ret
 
 

@@ -2,7 +2,8 @@
 
 This is the only place that knows how a run ends: a task body returns its metrics or raises;
 :func:`run_task` writes ``metrics.json`` atomically either way, prints failures as one line, and
-exits non-zero (in a multirun the job is recorded as failed and the sweep goes on). Errors are
+exits non-zero (a failed multirun job raises once its record is written: every record of the job
+says failed, and mlplab's sweepers go on with the other jobs). Errors are
 the frameworks' own, shortened: :func:`instantiate` turns a constructor's exception into
 ``key=value is invalid: ...``, :func:`console_main` turns Hydra's composition errors into one line.
 """
@@ -54,10 +55,6 @@ dashboard.register_resolvers()
 # Set by runtime.pass_job_to_ranks in a multirun job; read by rank_job_argv in DDP ranks.
 JOB_OVERRIDES_ENV = "MLPLAB_JOB_OVERRIDES"
 JOB_DIR_ENV = "MLPLAB_JOB_DIR"
-# Set to 1 by mlplab's submitit launchers in a job's own process: a failed job raises after its
-# record is written, so Hydra, submitit and the scheduler record it as failed. Elsewhere a
-# failed multirun job returns None: Hydra's basic sweeper would stop the sweep at a raise.
-RAISE_FAILED_JOB_ENV = "MLPLAB_RAISE_FAILED_JOB"
 # Hydra flags that take a value, kept when a DDP rank's command line is rebuilt.
 _VALUE_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
 
@@ -425,12 +422,15 @@ def run_task(
         output_dir, overrides, multirun: Taken from Hydra's runtime when not given.
 
     Returns:
-        The value of ``cfg.optimized_metric`` for Hydra sweepers; None for a failed multirun
-        job, which Optuna records as a failed trial (a NaN would end its search).
+        The value of ``cfg.optimized_metric`` for Hydra sweepers (None when the run did not
+        report it).
 
     Raises:
         SystemExit: outside a multirun, when the body failed (2 for a config error, else 1).
-        JobFailedError: a failed multirun job, where :data:`RAISE_FAILED_JOB_ENV` is 1.
+        JobFailedError: a failed multirun job, after its record is written, so that Hydra's
+            job return, its callbacks, a submitit job and the scheduler all record it failed.
+            mlplab's sweepers (``mlplab_grid``, every task's default, and ``mlplab_optuna``)
+            go on with the other jobs; Hydra's own basic sweeper would stop at it.
     """
     if output_dir is None or overrides is None or multirun is None:
         hydra_out, hydra_overrides, hydra_multirun = _hydra_runtime()
@@ -498,9 +498,10 @@ def run_task(
         print(f"mlplab-{task_name}: error: {record['error']}", file=sys.stderr, flush=True)
         if not multirun:
             raise SystemExit(2 if isinstance(error, ConfigError) else 1)
-        if os.environ.get(RAISE_FAILED_JOB_ENV) == "1":
-            raise JobFailedError(record["error"]) from error
-        return None
+        # Not chained to the run's error: Hydra keeps this exception in the job's return until
+        # the sweep ends, and the run's error holds the frames of its trainer and data.
+        del error, err
+        raise JobFailedError(record["error"])
     key = cfg.get("optimized_metric")
     value = metrics.get(key) if key else None
     return float(value) if checks.is_number(value) else None

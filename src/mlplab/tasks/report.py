@@ -12,7 +12,6 @@ whose ``metrics.json`` is missing or unreadable is listed with the reason, never
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import sys
@@ -31,9 +30,9 @@ from mlplab.tasks.common import CONF_DIR, ConfigError
 def expected_jobs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     """The jobs the sweep will run, by folder name, read from ``<sweep_dir>/multirun.yaml``.
 
-    Known for Hydra's basic sweeper (the grid, in job order) and for Optuna (``n_trials``
-    jobs, overrides not known in advance); empty when the folder names are not job numbers or
-    the file is missing or unreadable.
+    Known for the grid sweepers (mlplab's and Hydra's basic one: the grid, in job order) and
+    for Optuna (``n_trials`` jobs, overrides not known in advance); empty when the folder names
+    are not job numbers or the file is missing or unreadable.
     """
     try:
         hydra_cfg = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
@@ -43,7 +42,7 @@ def expected_jobs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
             return {}
         sweeper = OmegaConf.to_container(hydra_cfg.sweeper, resolve=False)
         choice = str(hydra_cfg.runtime.choices["hydra/sweeper"])  # the hydra/sweeper option
-        if choice == "basic":
+        if choice in ("mlplab_grid", "basic"):
             params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
             return dict(enumerate_grid([*params, *hydra_cfg.overrides.task]))
         if "optuna" in choice.lower() or "optuna" in str(sweeper.get("_target_", "")).lower():
@@ -56,23 +55,15 @@ def expected_jobs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
 def enumerate_grid(overrides: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """``["a=1,2", "b=x"]`` -> ``[("0", {"a": 1, "b": "x"}), ("1", {"a": 2, "b": "x"})]``.
 
-    The basic sweeper's grid in its job order: overrides parsed by Hydra's own parser, a later
-    override of a key taking the place of an earlier one (a command-line key replaces its line
-    of ``hydra.sweeper.params``), the last key varying fastest.
+    The grid sweeper's jobs in their order (:func:`hydra_plugins.mlplab_grid_sweeper.sweeper.
+    grid`, which is also Hydra's basic sweeper's grid), overrides parsed by Hydra's own parser.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    choices: dict[str, list[str]] = {}
-    for override in OverridesParser.create().parse_overrides([str(o) for o in overrides]):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            choices[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
-        else:
-            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
-    return [
-        (str(num), report.parse_overrides(job))
-        for num, job in enumerate(itertools.product(*choices.values()))
-    ]
+    from hydra_plugins.mlplab_grid_sweeper.sweeper import grid
+
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    return [(str(num), report.parse_overrides(job)) for num, job in enumerate(grid(parsed))]
 
 
 def make_report(

@@ -12,7 +12,13 @@ from mlplab.viz.approx import plot_function_approximation
 from mlplab.viz.io import figure_to_array, figure_to_png
 from mlplab.viz.lif import add_caption, plot_fi_curves, plot_grid_heatmap, plot_lif_trace
 from mlplab.viz.spiral import plot_decision_map, plot_spiral, sample_grid
-from mlplab.viz.sweep import fitted_slope, plot_heatmap, plot_heatmaps, plot_metric_vs
+from mlplab.viz.sweep import (
+    fitted_slope,
+    plot_heatmap,
+    plot_heatmaps,
+    plot_metric_scatter,
+    plot_metric_vs,
+)
 from mlplab.viz.training import plot_training_loss
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "plot_heatmap",
     "plot_heatmaps",
     "plot_lif_trace",
+    "plot_metric_scatter",
     "plot_metric_vs",
     "plot_spiral",
     "plot_training_loss",

@@ -1,5 +1,6 @@
 """Generic figures for parameter sweeps: 2-D heatmaps (one or several panels on one colour
-scale) and metric-against-parameter lines (error bars, reference lines, fitted power laws)."""
+scale), metric-against-parameter lines (error bars, reference lines, fitted power laws), and
+metric-against-parameter scatter panels for searches that are not grids (Optuna's trials)."""
 
 from __future__ import annotations
 
@@ -247,6 +248,98 @@ def plot_metric_vs(
         )
     ax.grid(True, which="both", alpha=0.3)
     return fig
+
+
+def plot_metric_scatter(
+    params: dict[str, ArrayLike],
+    y: ArrayLike,
+    ylabel: str,
+    title: str | None = None,
+    log_x: Sequence[str] = (),
+    best: int | None = None,
+    best_label: str = "best",
+    hlines: dict[str, float] | None = None,
+    ncols: int = 3,
+) -> Figure:
+    """One scatter panel per parameter: the metric of every job against that parameter's value.
+
+    For searches whose jobs do not form a grid (an Optuna study's trials sample continuous
+    values), where lines over "the swept values" would join unrelated points. All panels share
+    the vertical axis. A parameter of strings (activations) is drawn at evenly spaced positions
+    ticked with its values, in order of first appearance.
+
+    Args:
+        params: Horizontal axis label (with units) to the n jobs' values of that parameter,
+            shape (n,): numbers, or strings for a categorical parameter; NaN or None: not set.
+        y: The n jobs' metric, shape (n,).
+        ylabel: Vertical axis label, with units.
+        title: Figure title (above all panels).
+        log_x: Labels (keys of ``params``) of the panels drawn on a log horizontal axis; their
+            values must be > 0.
+        best: Index of the job marked as the best (a ring and a legend entry), or None.
+        best_label: Legend text of the best job's mark.
+        hlines: Label to a y value drawn as a dotted grey line in every panel (chance level).
+        ncols: Panels per row.
+
+    Returns:
+        A Figure with ``len(params)`` axes.
+
+    Raises:
+        ValueError: no parameters, a parameter without one value per job, a log axis with
+            values <= 0, or ``best`` out of range.
+    """
+    if not params:
+        raise ValueError("params is empty: give at least one parameter")
+    y = np.asarray(to_numpy(y), dtype=float).reshape(-1)
+    if best is not None and not 0 <= best < len(y):
+        raise ValueError(f"best={best} is out of range for {len(y)} jobs")
+    ncols = min(ncols, len(params))
+    nrows = -(-len(params) // ncols)
+    fig = Figure(figsize=(0.8 + 3.6 * ncols, 1.2 + 3.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    for ax in axes[len(params) :]:
+        ax.set_visible(False)
+    hlines = hlines or {}
+    for ax, (name, values) in zip(axes, params.items(), strict=False):
+        x = _scatter_positions(ax, name, values, len(y), name in log_x)
+        ax.scatter(x, y, s=18, alpha=0.75, label="jobs")
+        if best is not None:
+            ax.scatter(
+                x[best], y[best], s=110, facecolors="none", edgecolors="C3", linewidths=1.8,
+                label=best_label, zorder=3,
+            )  # fmt: skip
+        for text, value in hlines.items():
+            ax.axhline(value, color="0.4", linestyle=":", linewidth=1.2, label=text)
+        ax.set_xlabel(name)
+        ax.grid(True, alpha=0.3)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(ylabel)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def _scatter_positions(ax: Axes, name: str, values: ArrayLike, n: int, log: bool) -> np.ndarray:
+    """Horizontal positions of one panel's points; strings become ticked categories."""
+    raw = np.asarray(to_numpy(values), dtype=object).reshape(-1)
+    if len(raw) != n:
+        raise ValueError(f"params[{name!r}] has {len(raw)} values but y has {n}: they must match")
+    if any(isinstance(v, str) for v in raw):
+        categories = list(dict.fromkeys(v for v in raw if isinstance(v, str)))
+        index = {c: i for i, c in enumerate(categories)}
+        ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+        return np.array([index.get(v, np.nan) if isinstance(v, str) else np.nan for v in raw])
+    x = np.array([np.nan if v is None else v for v in raw], dtype=float)
+    if log:
+        if np.any(x[np.isfinite(x)] <= 0):
+            raise ValueError(f"params[{name!r}] has values <= 0: they cannot be on a log axis")
+        ax.set_xscale("log")
+    if np.all(x[np.isfinite(x)] == np.round(x[np.isfinite(x)])):
+        _tick_at_values(ax.xaxis, x)  # widths, depths: ticks at the values tried, or integers
+    return x
 
 
 def fitted_slope(x: ArrayLike, y: ArrayLike) -> tuple[float, float] | None:
