@@ -664,13 +664,15 @@ def save_figures(
 
     ``fixed_layout`` keeps matplotlib's default margins instead of constrained layout, which is
     about half of each render; the grid figures (one axes, one colour bar) fit those margins.
+    Without a layout engine ``savefig`` draws each figure once, not twice (see ``fix_layout``).
     """
+    from mlplab.viz import fix_layout
     from mlplab.viz.io import figure_to_png
 
     pngs = {}
     for name, fig in figures.items():
         if fixed_layout:
-            fig.set_layout_engine("none")
+            fix_layout(fig)
         pngs[name] = figure_to_png(fig, output_dir / f"{name}.png")
     return pngs
 
