@@ -780,7 +780,7 @@ def _log_tensorboard(
 def _import_outputs(spec: GridSpec | TraceSpec, cfg: DictConfig) -> None:
     """Import the libraries this run's outputs use, before the garbage collector is back on.
 
-    matplotlib (figures), xarray with pandas (a grid) and TensorBoard's writer build some 200,000
+    matplotlib (figures), xarray with pandas (a grid) and TensorBoard's writer build some 160,000
     objects that live as long as the process. Imported while the collector is still off (see
     :mod:`mlplab.tasks.cli`), they are frozen with the rest of start-up by ``settle_gc``; imported
     after it, the collector scans them again and again while they are built, for almost nothing
