@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -581,3 +583,39 @@ def test_cli_bad_value_exits_2_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "mlplab-lif: error: lif.Rm='[0,1]' is invalid: every value must be > 0 (0 is not)"
     ]
+
+
+# Libraries a sweep's outputs use (figures, the labelled grid, TensorBoard) and Lightning's.
+_OUTPUT_LIBRARIES = ("matplotlib", "xarray", "pandas", "torch.utils.tensorboard")
+_LIGHTNING = ("pytorch_lightning", "lightning_fabric", "torchmetrics")
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_cli_sweep_imports_no_lightning_and_its_libraries_before_the_collector_runs(tmp_path):
+    # The console script's own path in a fresh interpreter. The collector is off through
+    # start-up; by its first collection the output libraries are imported (and were frozen with
+    # start-up, not scanned while they were built), and nothing imported Lightning.
+    code = f"""
+import gc, sys
+from mlplab.tasks.cli import lif
+first = []
+def note(phase, info):
+    if phase == "start" and not first:
+        first.append([m for m in {_OUTPUT_LIBRARIES!r} if m in sys.modules])
+sys.argv = ["mlplab-lif", "mode=sweep", "counts=closed_form", *{SMALL_SWEEP!r},
+            "paths.log_dir={tmp_path}"]
+gc.callbacks.append(note)  # lif() turns the collector off first thing
+lif()
+print(first)
+print([m for m in {_LIGHTNING!r} if m in sys.modules])
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    *_, at_first_collection, lightning = proc.stdout.strip().splitlines()
+    assert at_first_collection == repr([list(_OUTPUT_LIBRARIES)])
+    assert lightning == "[]"
+    (run_dir,) = (tmp_path / "lif" / "runs").iterdir()
+    assert read_metrics(run_dir)["status"] == "ok"

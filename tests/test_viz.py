@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from matplotlib import rc_context
 from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.colors import LogNorm, to_rgba
 from matplotlib.figure import Figure
@@ -18,6 +19,7 @@ from mlplab.viz import (
     add_caption,
     figure_to_array,
     figure_to_png,
+    fix_layout,
     plot_decision_map,
     plot_fi_curves,
     plot_function_approximation,
@@ -421,6 +423,39 @@ def test_grid_heatmap_of_a_dimensionless_variable_and_a_signed_one(lif_grid):
     (mesh,) = fig.axes[0].collections
     assert mesh.norm.vmin == -mesh.norm.vmax
     assert fig.axes[1].get_ylabel() == "simulated minus analytic firing rate (Hz)"
+
+
+def draws_per_save(fig: Figure, tmp_path) -> tuple[int, bytes]:
+    """How many times saving ``fig`` as PNG draws it (matplotlib's draw_event), and the PNG."""
+    draws = []
+    fig.canvas.mpl_connect("draw_event", draws.append)
+    png = figure_to_png(fig, tmp_path / "figure.png")
+    return len(draws), png
+
+
+def test_fix_layout_keeps_the_axes_and_the_pixels_and_saves_with_one_draw(lif_grid, tmp_path):
+    rate = lif_grid.rate.sel(I=2.0).T
+    placeholder = plot_grid_heatmap(rate, title="r", log_color=True)
+    placeholder.set_layout_engine("none")  # matplotlib's own "none": a placeholder engine
+    fixed = plot_grid_heatmap(rate, title="r", log_color=True)
+    # A user's matplotlibrc asking for automatic layout does not bring an engine back.
+    with rc_context({"figure.autolayout": True}):
+        assert fix_layout(fixed) is fixed
+    assert fixed.get_layout_engine() is None
+    assert [ax.get_position().bounds for ax in fixed.axes] == [
+        ax.get_position().bounds for ax in placeholder.axes
+    ]
+    draws_before, png_before = draws_per_save(placeholder, tmp_path)
+    draws_after, png_after = draws_per_save(fixed, tmp_path)
+    assert (draws_before, draws_after) == (2, 1)
+    assert png_after == png_before
+
+
+def test_a_captioned_heatmap_has_no_layout_engine_and_saves_with_one_draw(lif_grid, tmp_path):
+    fig = plot_grid_heatmap(lif_grid.distance_to_relu.T, title="d", caption="Stripes: why.")
+    assert fig.get_layout_engine() is None
+    draws, png = draws_per_save(fig, tmp_path)
+    assert draws == 1 and png.startswith(PNG_SIGNATURE)
 
 
 def test_caption_adds_a_band_under_the_axes_without_resizing_them(lif_grid, tmp_path):

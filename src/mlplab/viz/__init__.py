@@ -8,6 +8,7 @@ save with ``figure_to_png`` or log ``figure_to_array`` to TensorBoard.
 Orientation: 2-D input plots put x1 (column 0) on the horizontal axis and x2 on the vertical.
 """
 
+from mlplab.viz._common import fix_layout
 from mlplab.viz.approx import plot_function_approximation
 from mlplab.viz.io import figure_to_array, figure_to_png
 from mlplab.viz.lif import add_caption, plot_fi_curves, plot_grid_heatmap, plot_lif_trace
@@ -26,6 +27,7 @@ __all__ = [
     "figure_to_array",
     "figure_to_png",
     "fitted_slope",
+    "fix_layout",
     "plot_decision_map",
     "plot_fi_curves",
     "plot_function_approximation",

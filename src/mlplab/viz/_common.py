@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
+from matplotlib import colormaps, rc_context
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
@@ -25,6 +25,20 @@ def new_figure(figsize: tuple[float, float] = (6.4, 4.8), nrows: int = 1) -> Fig
     """
     fig = Figure(figsize=figsize, layout="constrained")
     fig.subplots(nrows, 1)
+    return fig
+
+
+def fix_layout(fig: Figure) -> Figure:
+    """Keep every axes where it is now: take the figure's layout engine away, and return it.
+
+    ``fig.set_layout_engine("none")`` leaves a placeholder engine behind, and while a figure has
+    any engine ``savefig`` draws it once more before rendering (to run the layout): a third of
+    the render time of a heatmap, for the same pixels. ``set_layout_engine(None)`` removes the
+    engine unless the rc settings ask for automatic layout, so they are pinned off here (a
+    user's matplotlibrc with ``figure.autolayout: True`` would otherwise bring one back).
+    """
+    with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)
     return fig
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from numpy.typing import ArrayLike
 
-from mlplab.viz._common import new_figure, to_numpy
+from mlplab.viz._common import fix_layout, new_figure, to_numpy
 from mlplab.viz.sweep import plot_heatmap
 
 # Caption text: characters per line at fontsize "small" across a 6.4 inch figure, and the
@@ -234,7 +234,7 @@ def add_caption(fig: Figure, caption: str) -> None:
     text = textwrap.fill(caption, _CAPTION_CHARS)
     band = 0.15 + _CAPTION_LINE_IN * (text.count("\n") + 1)  # inches
     width, height = fig.get_size_inches()
-    fig.set_layout_engine("none")
+    fix_layout(fig)
     fig.set_size_inches(width, height + band)
     shrink = height / (height + band)
     bottom = 1 - shrink
