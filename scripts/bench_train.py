@@ -9,6 +9,8 @@ side, repeat by repeat (so a slower spell of the machine hits all of them alike)
   * a plain PyTorch loop (the reference line),
   * a bare LightningModule: automatic optimization over the same in-memory DataLoader, no
     logger, no callbacks, no metrics,
+  * the same module logging its loss under Lightning's own default Trainer (TensorBoardLogger,
+    ModelCheckpoint every epoch, ModelSummary; no progress bar): what Lightning's defaults cost,
   * mlplab's fit with ``logger=none callbacks=none`` (target: within 1.1x of the bare module),
   * mlplab's default fit: TensorBoard, last.ckpt every epoch, progress bar, model summary
     (target: within 1.35x of the bare module),
@@ -74,36 +76,43 @@ def plain_loop(datamodule, seed: int) -> float:
     return time.perf_counter() - started
 
 
-def bare_fit(seed: int) -> float:
-    """A bare LightningModule on the same DataLoader: Lightning's own floor for this run."""
+def bare_fit(seed: int, log_dir: Path | None = None) -> float:
+    """A bare LightningModule on the same DataLoader: Lightning's own floor for this run.
+
+    With ``log_dir``: the same module as Lightning's documentation writes it (``self.log`` of the
+    training loss in ``training_step``) under the Trainer's defaults, each as Lightning makes it
+    (TensorBoardLogger, ModelCheckpoint after every epoch, ModelSummary), without the progress
+    bar and at mlplab's ``log_every_n_steps``: what a Lightning user pays anyway.
+    """
     import pytorch_lightning as pl
 
     from mlplab.data.datamodule import SpiralDataModule
     from mlplab.models.mlp import MLP
 
     class Bare(pl.LightningModule):
-        def __init__(self) -> None:
+        def __init__(self, log_loss: bool) -> None:
             super().__init__()
             self.net = MLP("ReLU()", 2, [128], 4)
             self.loss = torch.nn.CrossEntropyLoss()
+            self.log_loss = log_loss
 
         def training_step(self, batch, batch_idx):
             x, y = batch
-            return self.loss(self.net(x), y)
+            loss = self.loss(self.net(x), y)
+            if self.log_loss:
+                self.log("train_loss", loss)
+            return loss
 
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
     pl.seed_everything(seed, verbose=False)
-    model = Bare()
-    trainer = pl.Trainer(
-        max_epochs=100,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
-    )
+    model = Bare(log_dir is not None)
+    if log_dir is None:
+        off = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+    else:
+        off = {"default_root_dir": str(log_dir), "log_every_n_steps": 25}
+    trainer = pl.Trainer(max_epochs=100, enable_progress_bar=False, deterministic=True, **off)
     started = time.perf_counter()
     trainer.fit(model, datamodule=SpiralDataModule(seed=seed))
     return time.perf_counter() - started
@@ -206,6 +215,7 @@ QUIET = "mlplab fit, logger=none callbacks=none"
 CONTENDED = "mlplab default fit, one busy process competing"
 BARE = "bare LightningModule (no logger, callbacks, metrics)"
 PLAIN = "plain PyTorch loop (reference)"
+LIGHTNING = "bare LightningModule + self.log(loss), Lightning's default logger, checkpoint, summary"
 
 
 def fit_of(overrides: list[str], tmp: str) -> Callable[[str], float]:
@@ -226,11 +236,10 @@ def contended_fit(tmp: str) -> Callable[[str], float]:
 def time_fits(repeats: int, components: bool) -> None:
     """Part 1: the fit variants and the plain loop, interleaved, as a Markdown table."""
     import hydra
+    from omegaconf import open_dict
 
     from mlplab.tasks.runtime import count_parameters, set_torch_threads
     from mlplab.tasks.train import build_model
-
-    from omegaconf import open_dict
 
     cfg = compose(["experiment=tutorial"])
     with open_dict(cfg):  # build_model reads the trainer's settings, which name the run folder
@@ -246,12 +255,14 @@ def time_fits(repeats: int, components: bool) -> None:
             others = [f"~callbacks.{other}" for other in everything if other != name]
             alone[name.replace("_", " ")] = ["logger=none", *others]
         variants.update({f"mlplab fit + {name} alone": o for name, o in alone.items()})
-    times: dict[str, list[float]] = {PLAIN: [], BARE: [], **{k: [] for k in variants}}
+    times: dict[str, list[float]] = {PLAIN: [], BARE: [], LIGHTNING: []}
+    times.update({k: [] for k in variants})
     times[CONTENDED] = []
     with tempfile.TemporaryDirectory() as tmp:
         runs: list[tuple[str, Callable[[str], float]]] = [
             (PLAIN, lambda _: plain_loop(datamodule, cfg.seed)),
             (BARE, lambda _: bare_fit(cfg.seed)),
+            (LIGHTNING, lambda run: bare_fit(cfg.seed, Path(tmp) / f"lightning-{run}")),
             *[(name, fit_of(overrides, tmp)) for name, overrides in variants.items()],
             (CONTENDED, contended_fit(tmp)),
         ]
@@ -276,6 +287,8 @@ def time_fits(repeats: int, components: bool) -> None:
         f"| {CONTENDED} | {medians[CONTENDED]:.2f} | {medians[CONTENDED] / bare:.2f}x | "
         f"{contended:.2f}x the idle default fit (<= 1.5x) |"
     )
+    ratio = medians[DEFAULT] / medians[LIGHTNING]
+    print(f"\nmlplab's default fit / the bare module under Lightning's defaults: {ratio:.2f}x")
 
 
 def time_processes(repeats: int, before_ref: str | None) -> None:
