@@ -118,7 +118,7 @@ def test_load_sweep_of_a_real_cli_sweep(cli_sweep):
             assert 0.0 <= row["test/acc"] <= 100.0
     assert frame.loc[:1, "test/acc"].isna().all()  # the failed jobs have no results
     assert one_line_summary(frame, "out") == (
-        f"mlplab: 2 of 4 jobs ok in out; failed: 0 (model.width=0, optimizer.lr=0.01: "
+        f"mlplab: 2 of 4 jobs ok in out; failed: job 0 (model.width=0, optimizer.lr=0.01: "
         f"{WIDTH_ERROR}), 1 (model.width=0, optimizer.lr=0.1: {WIDTH_ERROR})"
     )
 
@@ -421,3 +421,24 @@ def test_a_grid_is_told_from_a_search():
     assert not is_grid(rates, ["lr"]) and is_grid(rates[:12], ["lr"])
     widths = pd.DataFrame({"w": np.arange(1, 40)})  # many integers: a range(...) sweep
     assert is_grid(widths, ["w"])
+
+
+def test_the_default_metric_is_the_one_the_sweep_optimised(tmp_path) -> None:
+    from mlplab.tasks.report import default_mode, sweep_objective
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "multirun.yaml").write_text(
+        "optimized_metric: val/acc\nhydra:\n  sweeper:\n    direction: maximize\n"
+    )
+    assert sweep_objective(study) == ("val/acc", "max")
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    (grid / "multirun.yaml").write_text("optimized_metric: approx/max_error\nhydra: {}\n")
+    assert sweep_objective(grid) == ("approx/max_error", None)
+    assert sweep_objective(tmp_path / "nothing") == (None, None)
+    assert [default_mode(m) for m in ("test/acc", "val/loss", "lif/max_abs_rate_error_hz")] == [
+        "max",
+        "min",
+        "min",
+    ]

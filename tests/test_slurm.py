@@ -227,7 +227,7 @@ def test_failed_job_is_failed_in_slurm_accounting(tmp_path, slurm):
     assert accounting(slurm, ids) == {ids[0]: "COMPLETED", ids[1]: "FAILED"}
     assert re.search(r"job #1 \(model.width=0 .*\) failed; see ", result.stdout)
     assert (
-        f"mlplab: 1 of 2 jobs ok in {sweep_dir}; failed: 1 (model.width=0: model.width=0 is "
+        f"mlplab: 1 of 2 jobs ok in {sweep_dir}; failed: job 1 (model.width=0: model.width=0 is "
         "invalid: must be an integer >= 1)" in result.stderr
     )
 
@@ -294,7 +294,7 @@ def test_cancelled_job_ends_the_sweep_within_a_minute(tmp_path, slurm):
     assert accounting(slurm, [job_id]) == {job_id: "CANCELLED by 0"}
     assert re.search(r"job #0 \(.*\) ended without a result \(submitit state CANCELLED", output)
     sweep_dir = sweep_dir_of(tmp_path)
-    assert re.search(rf"mlplab: 0 of 1 jobs ok in {re.escape(str(sweep_dir))}; \w+: 0 ", output)
+    assert re.search(rf"mlplab: 0 of 1 jobs ok in {re.escape(str(sweep_dir))}; \w+: job 0 ", output)
 
 
 def test_job_at_its_time_limit_is_requeued_and_ends_with_the_uninterrupted_weights(tmp_path, slurm):

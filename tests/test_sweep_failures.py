@@ -150,7 +150,7 @@ def test_a_failed_job_is_failed_in_hydras_job_return_and_the_sweep_goes_on(tmp_p
         "goes on",
         result.stdout,
     )
-    assert f"mlplab: 2 of 3 jobs ok in {sweep_dir}; failed: 1 (optimizer.lr=1e+30: " in (
+    assert f"mlplab: 2 of 3 jobs ok in {sweep_dir}; failed: job 1 (optimizer.lr=1e+30: " in (
         result.stderr
     )
     assert "Traceback" not in result.stderr  # one line per failure

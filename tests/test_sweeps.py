@@ -283,9 +283,9 @@ def test_readme_activation_sweep_with_joblib_fails_loudly_but_finishes(tmp_path)
     summary = [line for line in result.stderr.splitlines() if line.startswith("mlplab: ")]
     assert summary == [
         f"mlplab: 3 of 6 jobs ok in {sweep_dir}; failed: "
-        "1 (model.activation=ReLU, model.width=0: model.width=0 is invalid: must be an integer "
-        ">= 1), 3 (model.activation=Tanh, model.width=0: model.width=0 is invalid: must be an "
-        "integer >= 1), 5 (model.activation=LeakyReLU(0.1), model.width=0: model.width=0 is "
+        "job 1 (model.activation=ReLU, model.width=0: model.width=0 is invalid: must be an integer "
+        ">= 1), job 3 (model.activation=Tanh, model.width=0: model.width=0 is invalid: must be an "
+        "integer >= 1), job 5 (model.activation=LeakyReLU(0.1), model.width=0: model.width=0 is "
         "invalid: must be an integer >= 1)"
     ]
 
@@ -360,7 +360,7 @@ def test_local_launcher_records_a_failed_job_as_failed_everywhere(tmp_path):
     assert "training diverged" in str(errors[1])
     # The sweep's process: one line per failed job, then the summary naming it; exit status 1.
     assert re.search(r"job #1 \(.*optimizer.lr=1e\+30.*\) failed; see .*_log.err", result.stdout)
-    assert f"mlplab: 2 of 3 jobs ok in {sweep_dir}; failed: 1 (optimizer.lr=1e+30: " in (
+    assert f"mlplab: 2 of 3 jobs ok in {sweep_dir}; failed: job 1 (optimizer.lr=1e+30: " in (
         result.stderr
     )
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 # (still running, killed, or not started); unreadable: metrics.json is there but cannot be read.
 OK, FAILED, MISSING, UNREADABLE = "ok", "failed", "missing", "unreadable"
 # Order of the job groups in the tables: results first, then what went wrong, then the rest.
-STATUS_ORDER = {OK: 0, FAILED: 1, "diverged": 2, "interrupted": 3, MISSING: 5, UNREADABLE: 6}
+STATUS_ORDER = {OK: 0, FAILED: 1, "interrupted": 3, MISSING: 5, UNREADABLE: 6}
 # Swept keys averaged over in the figures (mean and standard deviation), never drawn as lines.
 AVERAGED_KEYS = ("seed",)
 # More lines than this in one figure, and the other swept keys are averaged over instead.
@@ -422,14 +422,14 @@ def seed_statistics(frame: pd.DataFrame, metric: str, mode: str = "max") -> pd.D
 
 
 def failure_label(row: pd.Series, keys: Sequence[str]) -> str:
-    """``3 (model.width=0: <error>)``: the job, what it was run with, and what went wrong."""
+    """``job 3 (model.width=0: <error>)``: the job, what it was run with, what went wrong."""
     assigned = ", ".join(f"{k}={show(row[k])}" for k in keys if show(row[k]))
     error = show(row["error"])
-    return f"{row['job']} ({assigned}: {error})" if assigned else f"{row['job']} ({error})"
+    return f"job {row['job']} ({assigned}: {error})" if assigned else f"job {row['job']} ({error})"
 
 
 def one_line_summary(frame: pd.DataFrame, sweep_dir: str | os.PathLike[str], limit: int = 3) -> str:
-    """``mlplab: 8 of 9 jobs ok in <dir>; failed: 3 (model.width=0: ...)``."""
+    """``mlplab: 8 of 9 jobs ok in <dir>; failed: job 3 (model.width=0: ...)``."""
     ok = int((frame["status"] == OK).sum())
     line = f"mlplab: {ok} of {len(frame)} jobs ok in {sweep_dir}"
     keys = swept_keys(frame)

@@ -23,7 +23,7 @@ class SweepSummary(Callback):
     Each job's ``metrics.json`` is read from the sweep folder, so the line is the same whichever
     launcher ran the jobs (in this process, in joblib workers or as submitit jobs)::
 
-        mlplab: 8 of 9 jobs ok in outputs/train/multiruns/<...>; failed: 3 (model.width=0: ...)
+        mlplab: 8 of 9 jobs ok in outputs/train/multiruns/<...>; failed: job 3 (model.width=0: ...)
 
     Args:
         fail_on_error: Exit with status 1 when a job failed or left no ``metrics.json``, so

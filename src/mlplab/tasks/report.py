@@ -52,6 +52,29 @@ def expected_jobs(sweep_dir: Path) -> dict[str, dict[str, Any]]:
     return {}
 
 
+def sweep_objective(sweep_dir: Path) -> tuple[str | None, str | None]:
+    """The metric the sweep optimised and its direction, from ``<sweep_dir>/multirun.yaml``.
+
+    The metric is the sweep's ``optimized_metric`` (``val/acc`` for an Optuna study, whose test
+    split stays unseen while searching); the direction is the Optuna study's (``maximize`` ->
+    ``max``), else None. ``(None, None)`` when the file is missing or unreadable.
+    """
+    try:
+        cfg = OmegaConf.load(sweep_dir / "multirun.yaml")
+        metric = OmegaConf.select(cfg, "optimized_metric", default=None)
+        direction = OmegaConf.select(cfg, "hydra.sweeper.direction", default=None)
+    except Exception:  # no multirun.yaml, or one we cannot read
+        return None, None
+    modes = {"maximize": "max", "minimize": "min"}
+    return (str(metric) if metric else None), modes.get(str(direction))
+
+
+def default_mode(metric: str) -> str:
+    """``max`` for an accuracy (a name ending in ``acc`` or ``accuracy``), else ``min`` (losses,
+    errors, distances, times)."""
+    return "max" if metric.rsplit("/", 1)[-1] in ("acc", "accuracy") else "min"
+
+
 def enumerate_grid(overrides: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """``["a=1,2", "b=x"]`` -> ``[("0", {"a": 1, "b": "x"}), ("1", {"a": 2, "b": "x"})]``.
 
@@ -116,9 +139,14 @@ def _report_body(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     if not isinstance(sweep_dir, str | int):
         raise ConfigError("sweep_dir", sweep_dir, "must be a path to a multirun folder")
     metric = common.get(cfg, "metric")
-    if not isinstance(metric, str) or not metric:
-        raise ConfigError("metric", metric, "must be a metric name such as test/acc")
-    mode = common.check_choice(cfg, "mode", ["max", "min"])
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        raise ConfigError("metric", metric, "must be a metric name such as test/acc, or null")
+    mode = None if cfg.get("mode") is None else common.check_choice(cfg, "mode", ["max", "min"])
+    swept_metric, swept_mode = sweep_objective(Path(str(sweep_dir)).expanduser())
+    if metric is None:  # the sweep's own objective: an Optuna study ranks by val/acc, not test
+        metric = swept_metric or "test/acc"
+        mode = mode or swept_mode
+    mode = mode or default_mode(metric)
     draw = common.check_bool(cfg, "figures")
     log_x = common.get(cfg, "log_x")
     if log_x not in ("auto", True, False):
