@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -541,6 +542,23 @@ def test_nan_loss_stops_the_run_at_once(tmp_path, capsys) -> None:
     step = int(line.split(" at step ")[1].split()[0])
     assert checkpoint_of(out)["global_step"] == 10 * (step // 10)
     assert not (out / "decision_map.png").exists()
+
+
+def test_a_diverged_epoch_gets_no_progress_line(tmp_path, capsys, caplog) -> None:
+    """Off a terminal the progress is one log line per finished epoch (EpochLines); the epoch
+    whose end found the loss NaN logged no metrics, so it gets no line, only the error."""
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="mlplab"), pytest.raises(SystemExit):
+        run("train", out, *SMALL_TRAIN, "optimizer=sgd", "optimizer.lr=1e6", "trainer.max_epochs=5")
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert "training diverged" in error
+    diverged = int(error.split("(epoch ")[1].split(")")[0])  # 0-based, as Lightning counts
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    # One line per epoch before it (1-based, as the lines count), each with its train/loss.
+    assert [line.split(" step ")[0] for line in lines] == [
+        f"epoch {e}/5" for e in range(1, diverged + 1)
+    ]
+    assert all("train/loss" in line for line in lines)
 
 
 # --- bad config values, table-driven ------------------------------------------------------------

@@ -119,7 +119,7 @@ def test_load_sweep_of_a_real_cli_sweep(cli_sweep):
     assert frame.loc[:1, "test/acc"].isna().all()  # the failed jobs have no results
     assert one_line_summary(frame, "out") == (
         f"mlplab: 2 of 4 jobs ok in out; failed: job 0 (model.width=0, optimizer.lr=0.01: "
-        f"{WIDTH_ERROR}), 1 (model.width=0, optimizer.lr=0.1: {WIDTH_ERROR})"
+        f"{WIDTH_ERROR}), job 1 (model.width=0, optimizer.lr=0.1: {WIDTH_ERROR})"
     )
 
 

@@ -111,9 +111,14 @@ class OptunaSweeper(Sweeper):
             type(study.sampler).__name__,
             self.direction,
         )
-        batches = self._run_trials(study, space)
         assert self.config is not None
-        write_results(study, Path(str(self.config.hydra.sweep.dir)) / RESULTS_FILE)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        # multirun.yaml, as Hydra's sweepers write it: mlplab-report reads the study's
+        # optimized_metric, direction and n_trials from it.
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        batches = self._run_trials(study, space)
+        write_results(study, sweep_dir / RESULTS_FILE)
         if self.storage:
             log.info("dashboard of the study: optuna-dashboard %s", self.storage)
         return batches

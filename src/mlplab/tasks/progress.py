@@ -69,7 +69,10 @@ class EpochLines(ProgressBar):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        self._write(trainer)
+        if isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            self._write(trainer)
+        else:  # e.g. the module found the epoch diverged at its end: its metrics never came
+            self._finished = None
 
     def _write(self, trainer: pl.Trainer) -> None:
         finished, self._finished = self._finished, None
