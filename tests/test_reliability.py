@@ -648,6 +648,14 @@ def test_bad_value_is_refused_before_work(tmp_path, capsys, task, overrides, key
     no_success_left(out)
 
 
+def test_a_learning_rate_that_is_no_number_says_what_is_allowed(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run("train", tmp_path / "run", *SMALL, "logger=none", "optimizer.lr=fast")
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == "mlplab-train: error: optimizer.lr='fast' is invalid: must be a number >= 0"
+
+
 def test_the_table_is_large() -> None:
     assert len(BAD_VALUES) + len(OTHER_TASKS_BAD_VALUES) >= 30
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from mlplab import checks
 from mlplab.tasks import common
 from mlplab.tasks.common import CONF_DIR, ConfigError, TaskError
 
@@ -48,6 +49,11 @@ def check_task_config(cfg: DictConfig) -> None:
     ckpt = common.get(cfg, "ckpt_path")
     if ckpt is not None and (not isinstance(ckpt, str) or not ckpt.strip()):
         raise ConfigError("ckpt_path", ckpt, "must be a path to a .ckpt file, 'last' or null")
+    # The optimizer is built inside the fit (Lightning's configure_optimizers), where torch's
+    # own check of a string lr fails with a TypeError about '<=': checked here instead.
+    lr = OmegaConf.select(cfg, "optimizer.lr", default=None)
+    if lr is not None and not (checks.is_number(lr) and lr >= 0):
+        raise ConfigError("optimizer.lr", lr, "must be a number >= 0")
 
 
 def logged_metrics(cfg: DictConfig) -> list[str]:
