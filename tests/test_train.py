@@ -325,6 +325,7 @@ def test_cli_train_then_eval_from_another_folder(tmp_path) -> None:
     assert TUTORIAL_TEST.search(train.stdout).groups() == ("800", f"{metrics['test/acc']:0.2f}")
     assert metrics["global_step"] == 4  # debug=fast: 4 minibatches
     assert list(elsewhere.iterdir()) == []  # nothing lands in the working directory
+    assert train.stdout.splitlines()[-1].endswith(f"run folder: {run_dir}")  # says where
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     evaluation = run_cli(

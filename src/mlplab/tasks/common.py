@@ -502,6 +502,8 @@ def run_task(
         # the sweep ends, and the run's error holds the frames of its trainer and data.
         del error, err
         raise JobFailedError(record["error"])
+    if not multirun:  # a sweep names its folder in its summary line instead
+        log.info("run folder: %s", Path(output_dir).absolute())
     key = cfg.get("optimized_metric")
     value = metrics.get(key) if key else None
     return float(value) if checks.is_number(value) else None
