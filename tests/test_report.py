@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import QuadMesh
+from matplotlib.text import Text
 
 from conftest import python_output, run_cli
 from mlplab.report import (
@@ -121,6 +122,10 @@ def test_load_sweep_of_a_real_cli_sweep(cli_sweep):
         f"mlplab: 2 of 4 jobs ok in out; failed: job 0 (model.width=0, optimizer.lr=0.01: "
         f"{WIDTH_ERROR}), job 1 (model.width=0, optimizer.lr=0.1: {WIDTH_ERROR})"
     )
+    # A figure says which jobs it leaves out, rather than dropping them silently.
+    (figure,) = sweep_figures(frame, "test/acc").values()
+    texts = " ".join(t.get_text().replace("\n", " ") for t in figure.findobj(Text))
+    assert "not shown: failed: jobs 0, 1" in texts
 
 
 @pytest.mark.slow
@@ -272,6 +277,7 @@ def test_line_figures_labels_ticks_legend_and_chance(arch):
     assert ax.get_title().splitlines() == [
         "test accuracy (%) against width (units per hidden layer)",
         "debug=fast",
+        "not shown: failed: job 18",  # the figure says what it leaves out
     ]
     # Widths 8..128 span a factor 16: a log axis ticked at the swept values, no minor ticks.
     assert ax.get_xscale() == "log"

@@ -542,9 +542,11 @@ def wants_log(values: Sequence[float], log: bool | str) -> bool:
     return bool(log)
 
 
-def settings_title(frame: pd.DataFrame, what: str, spread: bool = True, width: int = 64) -> str:
+def settings_title(
+    frame: pd.DataFrame, what: str, spread: bool = True, width: int = 64, note: str = ""
+) -> str:
     """``what``, then the settings every job shares (and the seeds averaged over: ``spread``,
-    with their standard deviation), wrapped."""
+    with their standard deviation), then ``note`` (:func:`not_shown`), wrapped."""
     fixed = [
         f"{short(k)}={show(v)}"
         for k, v in common_overrides(frame).items()
@@ -553,8 +555,20 @@ def settings_title(frame: pd.DataFrame, what: str, spread: bool = True, width: i
     seeds = [k for k in AVERAGED_KEYS if k in swept_keys(frame)]
     for key in seeds:
         fixed.append(f"mean{' ± std' if spread else ''} over {frame[key].nunique()} {key}s")
-    text = what + ("\n" + "; ".join(fixed) if fixed else "")
+    text = what + ("\n" + "; ".join(fixed) if fixed else "") + ("\n" + note if note else "")
     return "\n".join(textwrap.fill(part, width) for part in text.split("\n"))
+
+
+def not_shown(frame: pd.DataFrame, done: pd.DataFrame, limit: int = 4) -> str:
+    """``not shown: failed: jobs 0, 1``: the jobs of ``frame`` a figure of ``done`` leaves out,
+    by status, so that a figure never hides them silently; empty when all are shown."""
+    rest = frame[~frame["job"].isin(done["job"])]
+    parts = []
+    for status, group in rest.groupby("status", sort=False):
+        jobs = [str(job) for job in group["job"]]
+        more = f" and {len(jobs) - limit} more" if len(jobs) > limit else ""
+        parts.append(f"{status}: job{'s' if len(jobs) > 1 else ''} {', '.join(jobs[:limit])}{more}")
+    return f"not shown: {'; '.join(parts)}" if parts else ""
 
 
 def chance_level(frame: pd.DataFrame, metric: str) -> float | None:
@@ -669,7 +683,9 @@ def _scatter(
         y,
         ylabel=label(metric),
         title=settings_title(
-            frame, f"{label(metric)} of {len(done)} jobs against each searched setting"
+            frame,
+            f"{label(metric)} of {len(done)} jobs against each searched setting",
+            note=not_shown(frame, done),
         ),
         log_x=logs,
         best=best,
@@ -714,7 +730,9 @@ def _metric_vs(
         series,
         xlabel=label(x_key),
         ylabel=label(metric),
-        title=settings_title(frame, f"{label(metric)} against {label(x_key)}"),
+        title=settings_title(
+            frame, f"{label(metric)} against {label(x_key)}", note=not_shown(frame, done)
+        ),
         log_x=log_x,
         log_y=log_y,
         errors=spread if with_spread else None,
@@ -744,7 +762,12 @@ def _heatmaps(
         ys,
         xlabel=label(x_key),
         ylabel=label(y_key),
-        title=settings_title(frame, f"{label(metric)} by {short(x_key)} and {short(y_key)}", False),
+        title=settings_title(
+            frame,
+            f"{label(metric)} by {short(x_key)} and {short(y_key)}",
+            False,
+            note=not_shown(frame, done),
+        ),
         cbar_label=label(metric),
         log_x=wants_log(xs, log_x),
         fmt="{:.1f}",
