@@ -82,7 +82,7 @@ LABELS = {
     "data.batch_size": "batch size",
     "data.val_fraction": "validation fraction",
     "trainer.max_epochs": "epochs",
-    "lif.Cm": "membrane capacitance Cm (µF)",
+    "lif.Cm": "membrane capacitance Cm (uF)",  # the tutorial's spelling, as the LIF figures
     "lif.Vth": "threshold Vth (V)",
     "lif.dt": "time step dt (ms)",
     "lif/distance_to_relu_median": "median distance to a ReLU (RMS / max rate)",
@@ -678,6 +678,7 @@ def _scatter(
     y = done[metric].astype(float).to_numpy()
     best = int(np.nanargmax(y) if mode == "max" else np.nanargmin(y))
     chance = chance_level(done, metric)
+    unit = " %" if metric.endswith("/acc") else ""
     return plot_metric_scatter(
         params,
         y,
@@ -689,7 +690,7 @@ def _scatter(
         ),
         log_x=logs,
         best=best,
-        best_label=f"best: job {done['job'].iloc[best]} ({show(y[best])})",
+        best_label=f"best: job {done['job'].iloc[best]} ({show(y[best])}{unit})",
         hlines={f"chance (1/{100 / chance:g} = {chance:.3g} %)": chance} if chance else None,
     )
 
