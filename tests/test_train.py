@@ -281,7 +281,13 @@ def test_resume_from_last_ckpt_equals_an_uninterrupted_run(compose_config, tmp_p
         ("data.test_fraction=1.5", "data.test_fraction=1.5 is invalid: must be a number in (0"),
         ("data.batch_size=0", "data.batch_size=0 is invalid: must be an integer >= 1"),
         # The constructors' own messages: torch's optimizer, Lightning's Trainer.
-        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid: Invalid learning rate: -0.1"),
+        (
+            "optimizer.weight_decay=-0.1",
+            "optimizer.weight_decay=-0.1 is invalid: Invalid weight_decay value: -0.1",
+        ),
+        # optimizer.lr is checked by the task up front (torch's own check of a string is a
+        # TypeError about '<=').
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid: must be a number >= 0"),
         ("trainer.max_epochs=-2", "trainer.max_epochs=-2 is invalid: `max_epochs` must be a non-"),
         ("data.num_classes=1", "data.num_classes=1 is invalid: must be an integer >= 2"),
         (
