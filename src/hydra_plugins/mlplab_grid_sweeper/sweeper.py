@@ -27,23 +27,16 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.mlplab_optuna_sweeper.search_space import params_lines
+
 log = logging.getLogger(__name__)
 
 
-class GridSweeper(Sweeper):
-    """Run the cartesian product of the sweeps, in batches; a failed job stops nothing.
+class LaunchingSweeper(Sweeper):
+    """What mlplab's sweepers share: the composed config, Hydra's context, the configured
+    launcher (built in :meth:`setup`), and ``multirun.yaml`` in the sweep folder."""
 
-    Args:
-        max_batch_size: Jobs launched at once; None or -1: the whole grid in one batch.
-        params: Sweeps kept in the config, key -> value in Hydra's override grammar; a key the
-            command line also sets takes the command line's value, in the config's place.
-    """
-
-    def __init__(
-        self, max_batch_size: int | None = None, params: Mapping[str, Any] | None = None
-    ) -> None:
-        self.max_batch_size = max_batch_size
-        self.params = params
+    def __init__(self) -> None:
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Launcher | None = None
@@ -56,6 +49,32 @@ class GridSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+
+    def save_multirun_config(self) -> Path:
+        """Write ``multirun.yaml`` into the sweep folder, as Hydra's sweepers do (mlplab-report
+        reads the grid, the optimized metric and the study's direction from it); the folder."""
+        assert self.config is not None  # kept by setup
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        return sweep_dir
+
+
+class GridSweeper(LaunchingSweeper):
+    """Run the cartesian product of the sweeps, in batches; a failed job stops nothing.
+
+    Args:
+        max_batch_size: Jobs launched at once; None or -1: the whole grid in one batch.
+        params: Sweeps kept in the config, key -> value in Hydra's override grammar; a key the
+            command line also sets takes the command line's value, in the config's place.
+    """
+
+    def __init__(
+        self, max_batch_size: int | None = None, params: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__()
+        self.max_batch_size = max_batch_size
+        self.params = params
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         """Launch every job of the grid; ``arguments`` are the command line's task overrides.
@@ -77,10 +96,7 @@ class GridSweeper(Sweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*params_lines(self.params), *arguments])
         batches = split_batches(grid(overrides), size)
-        # multirun.yaml, as the basic sweeper writes it: mlplab-report reads the grid from it.
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        self.save_multirun_config()
         returns: list[Sequence[JobReturn]] = []
         job = 0
         for batch in batches:
@@ -113,11 +129,6 @@ def batch_size(max_batch_size: object) -> int | None:
             "integer >= 1"
         )
     return max_batch_size
-
-
-def params_lines(params: Mapping[str, Any] | None) -> list[str]:
-    """``hydra.sweeper.params`` as override lines: ``{"a": "1,2"}`` -> ``["a=1,2"]``."""
-    return [f"{key}={value}" for key, value in (params or {}).items()]
 
 
 def grid(overrides: Sequence[Override]) -> list[list[str]]:

@@ -15,14 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
-from hydra.plugins.launcher import Launcher
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.mlplab_grid_sweeper.sweeper import LaunchingSweeper
 from hydra_plugins.mlplab_optuna_sweeper.search_space import SearchSpace, params_lines, search_space
 
 if TYPE_CHECKING:
@@ -39,7 +36,7 @@ def invalid(key: str, value: object, allowed: str) -> HydraException:
     return HydraException(f"hydra.sweeper.{key}={value!r} is invalid: {allowed}")
 
 
-class OptunaSweeper(Sweeper):
+class OptunaSweeper(LaunchingSweeper):
     """Search ``params`` with an Optuna study, each trial a job of the configured launcher.
 
     Args:
@@ -67,22 +64,11 @@ class OptunaSweeper(Sweeper):
         params: DictConfig | None = None,
         check_config: str | None = None,
     ) -> None:
+        super().__init__()
         self.sampler, self.direction = sampler, direction
         self.study_name, self.storage = study_name, storage
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params, self.check_config = params, check_config
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.launcher: Launcher | None = None
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        """Keep the composed config and build the configured launcher."""
-        self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         """Run ``n_trials`` trials; ``arguments`` are the command line's task overrides.
@@ -111,12 +97,7 @@ class OptunaSweeper(Sweeper):
             type(study.sampler).__name__,
             self.direction,
         )
-        assert self.config is not None
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        # multirun.yaml, as Hydra's sweepers write it: mlplab-report reads the study's
-        # optimized_metric, direction and n_trials from it.
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_dir = self.save_multirun_config()
         batches = self._run_trials(study, space)
         write_results(study, sweep_dir / RESULTS_FILE)
         if self.storage:
