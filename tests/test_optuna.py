@@ -350,6 +350,12 @@ def test_a_resumed_study_proposes_new_parameters_and_opens_in_optuna_dashboard(t
     best = yaml.safe_load((sweep_dirs(tmp_path)[1] / "optimization_results.yaml").read_text())
     assert best["n_trials"] == 4 and best["best_value"] == pytest.approx(study.best_value)
     assert best["best_params"] == study.best_params
+    # The log line gives the best trial's settings as overrides, floats to 6 significant digits.
+    best_params = " ".join(
+        f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in study.best_params.items()
+    )
+    value = f"{study.best_value:.6g}"
+    assert f"best: trial {study.best_trial.number}, value {value}, {best_params}" in output
 
     # The same study, read back through a real optuna-dashboard server's HTTP API.
     summary, detail = dashboard_trials(storage)

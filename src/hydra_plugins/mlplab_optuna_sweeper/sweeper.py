@@ -173,6 +173,17 @@ class OptunaSweeper(LaunchingSweeper):
         return batches
 
 
+def readable(value: object) -> str:
+    """A value for a log line: floats to 6 significant digits (``0.00123457``), others as str.
+
+    The study and ``optimization_results.yaml`` keep every digit; a log line read by a person
+    does not need the 17 that a sampled learning rate has.
+    """
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
 def job_problem(ret: JobReturn) -> str | None:
     """Why a job's result cannot be the trial's value; None when it can (a finite number)."""
     if ret.status != JobStatus.COMPLETED:
@@ -211,7 +222,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, job: int) -> 
         trial.set_user_attr("fail_reason", problem)
         log.warning("trial %d (job %d) failed: %s", trial.number, job, problem)
         return Told(False, _tell_study(study, trial, state=TrialState.FAIL))
-    log.info("trial %d (job %d): %s", trial.number, job, ret.return_value)
+    log.info("trial %d (job %d): %s", trial.number, job, readable(ret.return_value))
     return Told(True, _tell_study(study, trial, float(ret.return_value)))
 
 
@@ -326,7 +337,8 @@ def write_results(study: optuna.Study, path: Path) -> dict[str, Any]:
     if TrialState.COMPLETE in states:
         best = study.best_trial
         results.update(best_trial=best.number, best_value=best.value, best_params=best.params)
-        log.info("best: trial %d, value %s, %s", best.number, best.value, best.params)
+        params = " ".join(f"{key}={readable(value)}" for key, value in best.params.items())
+        log.info("best: trial %d, value %s, %s", best.number, readable(best.value), params)
     else:
         log.warning("no trial of study %r completed: no best value", study.study_name)
     text = OmegaConf.to_yaml(OmegaConf.create(results))
