@@ -9,8 +9,9 @@ side, repeat by repeat (so a slower spell of the machine hits all of them alike)
   * a plain PyTorch loop (the reference line),
   * a bare LightningModule: automatic optimization over the same in-memory DataLoader, no
     logger, no callbacks, no metrics,
-  * the same module logging its loss under Lightning's own default Trainer (TensorBoardLogger,
-    ModelCheckpoint every epoch, ModelSummary; no progress bar): what Lightning's defaults cost,
+  * the same module under Lightning's own default Trainer (TensorBoardLogger, ModelCheckpoint
+    every epoch, ModelSummary; no progress bar): what Lightning's defaults cost, without and
+    with the documentation's ``self.log`` of the training loss,
   * mlplab's fit with ``logger=none callbacks=none`` (target: within 1.1x of the bare module),
   * mlplab's default fit: TensorBoard, last.ckpt every epoch, progress bar, model summary
     (target: within 1.35x of the bare module),
@@ -76,13 +77,14 @@ def plain_loop(datamodule, seed: int) -> float:
     return time.perf_counter() - started
 
 
-def bare_fit(seed: int, log_dir: Path | None = None) -> float:
+def bare_fit(seed: int, log_dir: Path | None = None, log_loss: bool = True) -> float:
     """A bare LightningModule on the same DataLoader: Lightning's own floor for this run.
 
     With ``log_dir``: the same module as Lightning's documentation writes it (``self.log`` of the
     training loss in ``training_step``) under the Trainer's defaults, each as Lightning makes it
     (TensorBoardLogger, ModelCheckpoint after every epoch, ModelSummary), without the progress
-    bar and at mlplab's ``log_every_n_steps``: what a Lightning user pays anyway.
+    bar and at mlplab's ``log_every_n_steps``: what a Lightning user pays anyway. With
+    ``log_loss=False`` as well: what Lightning's default logger, checkpoint and summary cost alone.
     """
     import pytorch_lightning as pl
 
@@ -107,7 +109,7 @@ def bare_fit(seed: int, log_dir: Path | None = None) -> float:
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
     pl.seed_everything(seed, verbose=False)
-    model = Bare(log_dir is not None)
+    model = Bare(log_dir is not None and log_loss)
     if log_dir is None:
         off = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
     else:
@@ -216,6 +218,7 @@ CONTENDED = "mlplab default fit, one busy process competing"
 BARE = "bare LightningModule (no logger, callbacks, metrics)"
 PLAIN = "plain PyTorch loop (reference)"
 LIGHTNING = "bare LightningModule + self.log(loss), Lightning's default logger, checkpoint, summary"
+DEFAULTS = "bare LightningModule, Lightning's default logger, checkpoint, summary (no self.log)"
 
 
 def fit_of(overrides: list[str], tmp: str) -> Callable[[str], float]:
@@ -255,13 +258,14 @@ def time_fits(repeats: int, components: bool) -> None:
             others = [f"~callbacks.{other}" for other in everything if other != name]
             alone[name.replace("_", " ")] = ["logger=none", *others]
         variants.update({f"mlplab fit + {name} alone": o for name, o in alone.items()})
-    times: dict[str, list[float]] = {PLAIN: [], BARE: [], LIGHTNING: []}
+    times: dict[str, list[float]] = {PLAIN: [], BARE: [], DEFAULTS: [], LIGHTNING: []}
     times.update({k: [] for k in variants})
     times[CONTENDED] = []
     with tempfile.TemporaryDirectory() as tmp:
         runs: list[tuple[str, Callable[[str], float]]] = [
             (PLAIN, lambda _: plain_loop(datamodule, cfg.seed)),
             (BARE, lambda _: bare_fit(cfg.seed)),
+            (DEFAULTS, lambda run: bare_fit(cfg.seed, Path(tmp) / f"defaults-{run}", False)),
             (LIGHTNING, lambda run: bare_fit(cfg.seed, Path(tmp) / f"lightning-{run}")),
             *[(name, fit_of(overrides, tmp)) for name, overrides in variants.items()],
             (CONTENDED, contended_fit(tmp)),
@@ -276,19 +280,21 @@ def time_fits(repeats: int, components: bool) -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
     bare = medians[BARE]
     print(f"\n### Fit of experiment=tutorial (2500 steps, {threads} thread), median of {repeats}\n")
-    print("| fit | time (s) | vs bare LightningModule | target |")
-    print("|---|---:|---:|---|")
+    # The range shows the machine's spread: on a shared virtual machine one variant's repeats
+    # can differ by a third, so a ratio of medians moves by about 0.1 from run to run.
+    print("| fit | time (s) | range (s) | vs bare LightningModule | target |")
+    print("|---|---:|---:|---:|---|")
     targets = {QUIET: "<= 1.1x", DEFAULT: "<= 1.35x"}
     for name, median in medians.items():
-        if name != CONTENDED:
-            print(f"| {name} | {median:.2f} | {median / bare:.2f}x | {targets.get(name, '')} |")
-    contended = medians[CONTENDED] / medians[DEFAULT]
-    print(
-        f"| {CONTENDED} | {medians[CONTENDED]:.2f} | {medians[CONTENDED] / bare:.2f}x | "
-        f"{contended:.2f}x the idle default fit (<= 1.5x) |"
-    )
-    ratio = medians[DEFAULT] / medians[LIGHTNING]
-    print(f"\nmlplab's default fit / the bare module under Lightning's defaults: {ratio:.2f}x")
+        spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
+        ratio = f"{median / bare:.2f}x"
+        if name == CONTENDED:
+            target = f"{median / medians[DEFAULT]:.2f}x the idle default fit (<= 1.5x)"
+        else:
+            target = targets.get(name, "")
+        print(f"| {name} | {median:.2f} | {spread} | {ratio} | {target} |")
+    for name in (DEFAULTS, LIGHTNING):
+        print(f"\nmlplab's default fit / {name}: {medians[DEFAULT] / medians[name]:.2f}x")
 
 
 def time_processes(repeats: int, before_ref: str | None) -> None:
