@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from matplotlib import rc_context
 from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.colors import LogNorm, to_rgba
@@ -414,6 +415,51 @@ def test_grid_heatmap_labels_carry_units_and_rates_use_a_log_scale(lif_grid):
         plot_grid_heatmap(lif_grid.rate.sel(I=0.0).T, title="silent", log_color=True)
     with pytest.raises(ValueError, match="expected a 2-D DataArray"):
         plot_grid_heatmap(lif_grid.rate, title="3-D")
+
+
+def rates(lo: float, hi: float, n: int = 6):
+    """An n x n (tau_ref, Rm) grid of rates (Hz) spread geometrically from lo to hi."""
+    values = np.geomspace(lo, hi, n * n).reshape(n, n)
+    coords = {
+        "tau_ref": ("tau_ref", np.arange(1.0, n + 1), {"units": "ms"}),
+        "Rm": ("Rm", np.arange(1.0, n + 1), {"units": "kOhm"}),
+    }
+    attrs = {"units": "Hz", "long_name": "simulated firing rate"}
+    return xr.DataArray(values, dims=("tau_ref", "Rm"), coords=coords, name="rate", attrs=attrs)
+
+
+def colorbar_labels(fig: Figure, lo: float, hi: float, tmp_path) -> dict[float, str]:
+    """The labelled colour bar ticks inside [lo, hi] of the saved figure: value -> text."""
+    figure_to_png(fig, tmp_path / f"rate_{lo:g}_{hi:g}.png")  # a draw computes the labels
+    labels = fig.axes[1].yaxis.get_majorticklabels()
+    inside = [t for t in labels if lo * (1 - 1e-9) <= t.get_position()[1] <= hi * (1 + 1e-9)]
+    return {t.get_position()[1]: t.get_text() for t in inside if t.get_text()}
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "expected"),
+    [
+        # Narrow ranges hold fewer than three of 1, 2, 3, 5 x 10^k: round numbers in between.
+        (40.0, 60.0, {40: "40", 45: "45", 50: "50", 55: "55", 60: "60"}),
+        (95.0, 105.0, {96: "96", 98: "98", 100: "100", 102: "102", 104: "104"}),
+        (1.0, 1.05, {1: "1", 1.01: "1.01", 1.02: "1.02", 1.03: "1.03", 1.04: "1.04", 1.05: "1.05"}),
+        # A few decades: 1, 2, 3, 5 x 10^k.
+        (4.0, 250.0, {5: "5", 10: "10", 20: "20", 30: "30", 50: "50", 100: "100", 200: "200"}),
+        # Many decades: thinned to 1, 3 x 10^k, then powers of ten, never 1e+06.
+        (
+            0.5,
+            1e6,
+            {v: f"{v:.0f}" for v in [1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6]},
+        ),
+        (1e-3, 1e6, {v: np.format_float_positional(v, trim="-") for v in 10.0 ** np.arange(-3, 7)}),
+    ],
+)
+def test_log_colour_bar_has_three_plain_labelled_ticks_in_range(lo, hi, expected, tmp_path):
+    fig = plot_grid_heatmap(rates(lo, hi), title=f"{lo:g} to {hi:g} Hz", log_color=True)
+    labels = colorbar_labels(fig, lo, hi, tmp_path)
+    assert len(labels) >= 3
+    assert list(labels.values()) == list(expected.values())
+    np.testing.assert_allclose(list(labels), list(expected))
 
 
 def test_grid_heatmap_of_a_dimensionless_variable_and_a_signed_one(lif_grid):
