@@ -172,8 +172,9 @@ def plot_grid_heatmap(
             decades); cells <= 0 (silent neurons) are drawn light grey, as a caption says.
         symmetric: Diverging colour map centred on 0 (for signed differences).
         cmap: Colour map name (viridis, or RdBu_r when symmetric, by default).
-        log_x: Log-scale the horizontal axis.
-        log_y: Log-scale the vertical axis.
+        log_x: Log-scale the horizontal axis (when its coordinates are evenly spaced in log;
+            an uneven list gets equal cells ticked by value, as in :func:`plot_heatmap`).
+        log_y: Log-scale the vertical axis (likewise).
         caption: A note printed under the axes (wrapped). A captioned figure has fixed margins,
             taller by the caption's lines, instead of constrained layout.
 

@@ -153,8 +153,9 @@ def plot_heatmaps(
     """Draw several heatmaps on one colour scale: one panel per entry, one colour bar.
 
     Every panel shares the same :class:`~matplotlib.colors.Normalize` (the range of all finite
-    values of all panels), so equal colours mean equal values across panels. Cells, ticks, NaN
-    cells and annotations are as in :func:`plot_heatmap`.
+    values of all panels), so equal colours mean equal values across panels. Ticks, NaN cells
+    and annotations are as in :func:`plot_heatmap`; cells are always centred on the coordinates,
+    evenly spaced or not (unlike :func:`plot_heatmap`, no equal cells for uneven ones).
 
     Args:
         panels: Panel title to values of shape (len(y), len(x)), e.g. accuracy per (depth,
