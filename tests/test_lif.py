@@ -230,8 +230,18 @@ def test_tau_ref_just_below_a_step_halves_the_saturated_rate_and_warns():
     [
         (1.5, 1.0, "tau_ref=1.5 ms is not a whole number of time steps dt=1 ms"),
         (0.75, 0.1, "tau_ref=0.75 ms is not a whole number of time steps dt=0.1 ms"),
-        ([0.5, 1.0, 2.5, 3.0], 1.0, "2 tau_ref values are not whole numbers of time steps dt=1 ms"),
-        ([0.2, 0.5, 3.0], 1.0, "2 tau_ref values are not whole numbers of time steps dt=1 ms (2 "),
+        (
+            [0.5, 1.0, 2.5, 3.0],
+            1.0,
+            "2 tau_ref values are not whole numbers of time steps dt=1 ms (0.5, 2.5 ms; 1 shorter "
+            "than dt): the model rounds",
+        ),
+        (
+            [0.2, 0.5, 3.0],
+            1.0,
+            "2 tau_ref values are not whole numbers of time steps dt=1 ms (0.2, 0.5 ms; 2 shorter "
+            "than dt): the model rounds",
+        ),
     ],
 )
 def test_refractory_warning_for_non_multiples_from_every_entry_point(tau_ref, dt, start):
@@ -245,6 +255,25 @@ def test_refractory_warning_for_non_multiples_from_every_entry_point(tau_ref, dt
     if tau.numel() == 1:
         with pytest.warns(RefractoryWarning, match="whole number of time steps"):
             run_lif(3.0, T=20, dt=dt, tau_ref=tau_ref)
+
+
+def test_refractory_warning_names_several_values_sorted_then_how_many_more():
+    # Eight off-grid values, given unsorted with repeats and whole ones mixed in: the first five
+    # by size are named, then how many more, and the rest of the message is as for one value.
+    tau = torch.tensor([7.5, 1.0, 0.25, 3.5, 0.25, 2.5, 6.5, 2.0, 1.5, 5.5, 4.5]).double()
+    with pytest.warns(RefractoryWarning) as record:
+        spike_counts(torch.linspace(0, 3, 4), 1.0, tau.view(-1, 1), T=20, dt=1.0)
+    (warning,) = record
+    assert str(warning.message) == (
+        "8 tau_ref values are not whole numbers of time steps dt=1 ms (0.25, 1.5, 2.5, 3.5, 4.5 "
+        "ms and 3 more; 1 shorter than dt): the model rounds the refractory period down to whole "
+        "steps (tau_ref=0.25 ms holds 0 steps = 0 ms) and fires at most once per step (at most "
+        "1000 Hz), which moves rates near saturation; use a dt that divides every tau_ref, "
+        "e.g. dt=0.25 ms"
+    )
+    # Exactly five: all named, nothing "more".
+    with pytest.warns(RefractoryWarning, match=r"\(1\.5, 2\.5, 3\.5, 4\.5, 5\.5 ms\): the"):
+        spike_counts(1.0, 1.0, torch.tensor([1.5, 2.5, 3.5, 4.5, 5.5]), T=20, dt=1.0)
 
 
 @pytest.mark.parametrize(

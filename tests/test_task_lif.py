@@ -381,6 +381,29 @@ def test_sweep_figures_have_units_a_log_rate_scale_and_the_stripes_caption(compo
     assert all(" kOhm, tau_ref=" in t.get_text() for t in fi_ax.get_legend().get_texts()[:-1])
 
 
+def test_an_uneven_tau_ref_list_draws_equal_rows_ticked_by_value(compose_config):
+    from matplotlib.collections import QuadMesh
+
+    from mlplab.tasks.lif import run_grid, sweep_figures
+
+    # As on the command line: lif.tau_ref=[1,2,50,100] (the README's list form).
+    overrides = ["lif.Rm.num=4", "lif.tau_ref=[1,2,50,100]", "lif.I.num=9", "counts=closed_form"]
+    spec = validate_lif_config(compose_lif(compose_config, overrides))
+    figures = sweep_figures(spec, run_grid(spec))
+    for name in ("rate_heatmap", "rate_error_heatmap", "distance_to_relu"):
+        fig = figures[name]
+        ax = fig.axes[0]
+        (mesh,) = [c for c in ax.collections if isinstance(c, QuadMesh)]
+        rows, columns = mesh.get_coordinates()[:, 0, 1], mesh.get_coordinates()[0, :, 0]
+        np.testing.assert_array_equal(np.diff(rows), [1, 1, 1, 1])  # equal rows, none a sliver
+        fig.canvas.draw()
+        labels = [(t.get_position()[1], t.get_text()) for t in ax.get_yticklabels()]
+        assert labels == [(0, "1"), (1, "2"), (2, "50"), (3, "100")], name
+        assert ax.get_ylabel() == "tau_ref (ms)"
+        # Rm = 1, 34, 67, 100 (the default's form, 4 values) is even: cells at their values.
+        np.testing.assert_allclose(columns, [-15.5, 17.5, 50.5, 83.5, 116.5])
+
+
 def test_refractory_warning_is_one_log_line_naming_the_keys(compose_config, tmp_path, caplog):
     overrides = ["lif.Rm=[1,10]", "lif.tau_ref=[0.5,1,2]", "lif.I.num=5", "logger=none"]
     with caplog.at_level(logging.WARNING, logger="mlplab"), warnings.catch_warnings():

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from matplotlib import rc_context
 from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.colors import LogNorm, to_rgba
@@ -297,6 +298,61 @@ def test_heatmap_mesh_nan_cells_and_annotations():
     np.testing.assert_allclose(coords[:, 0, 1], [0.5, 1.5, 2.5, 3.5])
 
 
+def cell_edges(fig: Figure) -> tuple[np.ndarray, np.ndarray]:
+    """The heatmap's column edges and row edges, in data coordinates."""
+    (mesh,) = [c for c in fig.axes[0].collections if isinstance(c, QuadMesh)]
+    coords = mesh.get_coordinates()
+    return coords[0, :, 0], coords[:, 0, 1]
+
+
+def tick_labels(axis) -> dict[float, str]:
+    """Tick position -> label text of the drawn labels of ``axis`` (empty ones left out)."""
+    axis.get_figure(root=True).canvas.draw()
+    labels = axis.get_ticklabels()
+    return {t.get_position()[axis.axis_name == "y"]: t.get_text() for t in labels if t.get_text()}
+
+
+def test_heatmap_uneven_coordinates_get_equal_cells_ticked_by_value():
+    values = np.arange(12, dtype=float).reshape(4, 3)
+    # Rows 1, 2, 50, 100 (linear): by value, rows 1 and 2 would be slivers. Columns 8, 16, 64 on
+    # a log axis: ratios 2 and 4, not even in log either.
+    fig = plot_heatmap(values, [8, 16, 64], [1, 2, 50, 100], "width", "tau_ref (ms)", log_x=True)
+    ax = fig.axes[0]
+    columns, rows = cell_edges(fig)
+    np.testing.assert_array_equal(rows, [-0.5, 0.5, 1.5, 2.5, 3.5])  # one unit per value
+    np.testing.assert_array_equal(columns, [-0.5, 0.5, 1.5, 2.5])
+    assert (ax.get_xscale(), ax.get_yscale()) == ("linear", "linear")
+    assert tick_labels(ax.yaxis) == {0: "1", 1: "2", 2: "50", 3: "100"}
+    assert tick_labels(ax.xaxis) == {0: "8", 1: "16", 2: "64"}
+    # Annotations sit in their cells: the value at (tau_ref=50, width=64) in row 2, column 2.
+    (text,) = [t for t in ax.texts if t.get_text() == "8"]
+    assert text.get_position() == (2, 2)
+    # Decreasing coordinates keep the axis increasing upward: the last value is at the bottom.
+    fig = plot_heatmap(values, [1, 2, 3], [100, 50, 2, 1], "x", "y")
+    assert tick_labels(fig.axes[0].yaxis) == {3: "100", 2: "50", 1: "2", 0: "1"}
+    np.testing.assert_array_equal(cell_edges(fig)[0], [0.5, 1.5, 2.5, 3.5])  # even: by value
+
+
+def test_heatmap_many_uneven_values_label_every_few_cells_in_order():
+    fib = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987]
+    fig = plot_heatmap(np.ones((2, len(fib))), fib, [1, 2], "Rm (kOhm)", "y")
+    columns, _ = cell_edges(fig)
+    np.testing.assert_array_equal(np.diff(columns), np.ones(len(fib)))
+    labels = tick_labels(fig.axes[0].xaxis)
+    assert 3 <= len(labels) <= 12
+    assert all(labels[rank] == f"{fib[int(rank)]}" for rank in labels)
+
+
+def test_heatmap_evenly_spaced_coordinates_stay_at_their_values():
+    # linspace's steps differ in the last bits; geomspace's on a log axis too: still even.
+    x, y = np.linspace(1, 100, 30), np.geomspace(1, 1000, 13)
+    fig = plot_heatmap(np.ones((13, 30)), x, y, "Rm (kOhm)", "tau_ref (ms)", log_y=True)
+    columns, rows = cell_edges(fig)
+    np.testing.assert_allclose(columns[1:-1], (x[:-1] + x[1:]) / 2)
+    np.testing.assert_allclose(rows[1:-1], np.sqrt(y[:-1] * y[1:]))
+    assert fig.axes[0].get_yscale() == "log"
+
+
 def test_heatmap_large_grid_symmetric_and_all_nan():
     values = np.linspace(-2, 1, 121).reshape(11, 11)
     fig = plot_heatmap(values, np.arange(11), np.arange(11), "Rm", "tau_ref", symmetric=True)
@@ -414,6 +470,51 @@ def test_grid_heatmap_labels_carry_units_and_rates_use_a_log_scale(lif_grid):
         plot_grid_heatmap(lif_grid.rate.sel(I=0.0).T, title="silent", log_color=True)
     with pytest.raises(ValueError, match="expected a 2-D DataArray"):
         plot_grid_heatmap(lif_grid.rate, title="3-D")
+
+
+def rates(lo: float, hi: float, n: int = 6):
+    """An n x n (tau_ref, Rm) grid of rates (Hz) spread geometrically from lo to hi."""
+    values = np.geomspace(lo, hi, n * n).reshape(n, n)
+    coords = {
+        "tau_ref": ("tau_ref", np.arange(1.0, n + 1), {"units": "ms"}),
+        "Rm": ("Rm", np.arange(1.0, n + 1), {"units": "kOhm"}),
+    }
+    attrs = {"units": "Hz", "long_name": "simulated firing rate"}
+    return xr.DataArray(values, dims=("tau_ref", "Rm"), coords=coords, name="rate", attrs=attrs)
+
+
+def colorbar_labels(fig: Figure, lo: float, hi: float, tmp_path) -> dict[float, str]:
+    """The labelled colour bar ticks inside [lo, hi] of the saved figure: value -> text."""
+    figure_to_png(fig, tmp_path / f"rate_{lo:g}_{hi:g}.png")  # a draw computes the labels
+    labels = fig.axes[1].yaxis.get_majorticklabels()
+    inside = [t for t in labels if lo * (1 - 1e-9) <= t.get_position()[1] <= hi * (1 + 1e-9)]
+    return {t.get_position()[1]: t.get_text() for t in inside if t.get_text()}
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "expected"),
+    [
+        # Narrow ranges hold fewer than three of 1, 2, 3, 5 x 10^k: round numbers in between.
+        (40.0, 60.0, {40: "40", 45: "45", 50: "50", 55: "55", 60: "60"}),
+        (95.0, 105.0, {96: "96", 98: "98", 100: "100", 102: "102", 104: "104"}),
+        (1.0, 1.05, {1: "1", 1.01: "1.01", 1.02: "1.02", 1.03: "1.03", 1.04: "1.04", 1.05: "1.05"}),
+        # A few decades: 1, 2, 3, 5 x 10^k.
+        (4.0, 250.0, {5: "5", 10: "10", 20: "20", 30: "30", 50: "50", 100: "100", 200: "200"}),
+        # Many decades: thinned to 1, 3 x 10^k, then powers of ten, never 1e+06.
+        (
+            0.5,
+            1e6,
+            {v: f"{v:.0f}" for v in [1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6]},
+        ),
+        (1e-3, 1e6, {v: np.format_float_positional(v, trim="-") for v in 10.0 ** np.arange(-3, 7)}),
+    ],
+)
+def test_log_colour_bar_has_three_plain_labelled_ticks_in_range(lo, hi, expected, tmp_path):
+    fig = plot_grid_heatmap(rates(lo, hi), title=f"{lo:g} to {hi:g} Hz", log_color=True)
+    labels = colorbar_labels(fig, lo, hi, tmp_path)
+    assert len(labels) >= 3
+    assert list(labels.values()) == list(expected.values())
+    np.testing.assert_allclose(list(labels), list(expected))
 
 
 def test_grid_heatmap_of_a_dimensionless_variable_and_a_signed_one(lif_grid):

@@ -90,6 +90,8 @@ _THREADS_LOCK = threading.Lock()
 _REFRACTORY_RTOL = 1e-6
 # A RefractoryWarning suggests dt/k for the smallest k up to this that makes every tau_ref whole.
 _MAX_DT_DIVISOR = 100
+# The RefractoryWarning names at most this many offending tau_ref values (one line).
+_MAX_NAMED_VALUES = 5
 
 Param = float | Tensor | np.ndarray
 
@@ -281,9 +283,10 @@ def _refractory_note(tau_ref: Tensor, dt: float, n_steps: int) -> str | None:
         kind = "shorter than the time step" if short else "not a whole number of time steps"
         subject = f"tau_ref={example:g} ms is {kind} dt={dt:g} ms"
     else:
+        shorter = f"; {short} shorter than dt" if short else ""
         subject = (
-            f"{bad.numel()} tau_ref values are not whole numbers of time steps dt={dt:g} ms"
-            + (f" ({short} shorter than dt)" if short else "")
+            f"{bad.numel()} tau_ref values are not whole numbers of time steps dt={dt:g} ms "
+            f"({_some_values(bad.tolist())}{shorter})"
         )
     steps = f"{held} step" + ("" if held == 1 else "s")
     message = (
@@ -302,6 +305,13 @@ def _refractory_note(tau_ref: Tensor, dt: float, n_steps: int) -> str | None:
         None,
     )
     return message + (f", e.g. dt={finer:g} ms" if finer is not None else "")
+
+
+def _some_values(values: list[float], most: int = _MAX_NAMED_VALUES) -> str:
+    """``values`` (ms, sorted) as ``"0.25, 1.5 ms"``, the first ``most`` then ``"and N more"``."""
+    named = ", ".join(f"{v:g}" for v in values[:most]) + " ms"
+    rest = len(values) - most
+    return named + (f" and {rest} more" if rest > 0 else "")
 
 
 def _flat(x: Tensor, shape: torch.Size, dtype: torch.dtype) -> float | Tensor:

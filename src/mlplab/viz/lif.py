@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 from numpy.typing import ArrayLike
 
 from mlplab.viz._common import fix_layout, new_figure, to_numpy
@@ -23,6 +23,11 @@ from mlplab.viz.sweep import plot_heatmap
 # height one line takes (inches).
 _CAPTION_CHARS = 92
 _CAPTION_LINE_IN = 0.17
+# A log colour bar carries 3 to 13 labelled ticks: at 1, 2, 3, 5 x 10^k on wide ranges, thinned
+# to these multipliers as the range grows (13: 1 to 1000 at 1, 2, 3, 5 x 10^k).
+_LOG_TICK_SUBS = ((1.0, 2.0, 3.0, 5.0), (1.0, 2.0, 5.0), (1.0, 3.0), (1.0,))
+_MIN_CBAR_TICKS = 3
+_MAX_CBAR_TICKS = 13
 
 
 def plot_lif_trace(
@@ -167,8 +172,9 @@ def plot_grid_heatmap(
             decades); cells <= 0 (silent neurons) are drawn light grey, as a caption says.
         symmetric: Diverging colour map centred on 0 (for signed differences).
         cmap: Colour map name (viridis, or RdBu_r when symmetric, by default).
-        log_x: Log-scale the horizontal axis.
-        log_y: Log-scale the vertical axis.
+        log_x: Log-scale the horizontal axis (when its coordinates are evenly spaced in log;
+            an uneven list gets equal cells ticked by value, as in :func:`plot_heatmap`).
+        log_y: Log-scale the vertical axis (likewise).
         caption: A note printed under the axes (wrapped). A captioned figure has fixed margins,
             taller by the caption's lines, instead of constrained layout.
 
@@ -210,19 +216,64 @@ def plot_grid_heatmap(
 
 
 def _log_colors(fig: Figure, values: np.ndarray, cmap: str) -> None:
-    """Put a heatmap's mesh on a log colour scale, ticks at 1, 2, 3, 5 x 10^k as plain numbers."""
+    """Put a heatmap's mesh on a log colour scale, its colour bar labelled in plain numbers.
+
+    The labelled ticks are those of :func:`log_colorbar_ticks` over the positive values' range.
+    """
     positive = values[np.isfinite(values) & (values > 0)]
     if positive.size == 0:
         raise ValueError("log_color needs at least one value > 0")
     ax, cbar_ax = fig.axes[0], fig.axes[1]
     (mesh,) = ax.collections
     lo, hi = float(positive.min()), float(positive.max())
+    hi = hi if hi > lo else lo * 10
     mesh.set_cmap(colormaps[cmap].with_extremes(bad="lightgrey"))
     # <= 0 is invalid on a log scale: those cells are masked, i.e. drawn in the "bad" colour.
-    mesh.set_norm(LogNorm(vmin=lo, vmax=hi if hi > lo else lo * 10))
-    cbar_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
-    cbar_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    mesh.set_norm(LogNorm(vmin=lo, vmax=hi))
+    cbar_ax.yaxis.set_major_locator(FixedLocator(log_colorbar_ticks(lo, hi)))
+    cbar_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: plain_number(v)))
     cbar_ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def log_colorbar_ticks(lo: float, hi: float) -> np.ndarray:
+    """Labelled ticks, inside ``[lo, hi]``, of a log colour scale from ``lo`` to ``hi``.
+
+    The densest of 1, 2, 3, 5 x 10^k, then 1, 2, 5, then 1, 3, then 1 x 10^k (every few decades
+    over very many) that gives between 3 and 13 ticks; a range too narrow for 3 of them (40 to
+    60 Hz holds only 50) gets 3 to 7 evenly spaced round numbers instead (40, 45, ..., 60).
+
+    Args:
+        lo: Lower end of the colour scale, > 0.
+        hi: Upper end, > lo.
+
+    Returns:
+        Increasing tick values, shape (n,) with 3 <= n <= 13.
+
+    Raises:
+        ValueError: Unless 0 < lo < hi (both finite).
+    """
+    if not (0 < lo < hi < np.inf):
+        raise ValueError(f"a log colour scale needs 0 < lo < hi, got lo={lo:g}, hi={hi:g}")
+    decades = 10.0 ** np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
+    for subs in _LOG_TICK_SUBS:
+        ticks = _inside(np.outer(decades, subs).ravel(), lo, hi)
+        if _MIN_CBAR_TICKS <= ticks.size <= _MAX_CBAR_TICKS:
+            return ticks
+    if ticks.size > _MAX_CBAR_TICKS:  # powers of ten over more than 13 decades: every few
+        return ticks[:: -(-ticks.size // _MAX_CBAR_TICKS)]
+    # Fewer than 3 nice values of any kind: a narrow range, where log and linear look alike.
+    linear = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10], min_n_ticks=_MIN_CBAR_TICKS)
+    return _inside(linear.tick_values(lo, hi), lo, hi)
+
+
+def _inside(ticks: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The ticks within [lo, hi], allowing for rounding at the ends (a tick at lo stays)."""
+    return ticks[(ticks >= lo * (1 - 1e-9)) & (ticks <= hi * (1 + 1e-9))]
+
+
+def plain_number(value: float) -> str:
+    """``value`` to 6 significant digits without exponent: 1000000, 0.002, 42.5, 0.3."""
+    return np.format_float_positional(value, precision=6, unique=False, fractional=False, trim="-")
 
 
 def add_caption(fig: Figure, caption: str) -> None:

@@ -13,7 +13,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.collections import QuadMesh
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 from numpy.typing import ArrayLike
 
 from mlplab.viz._common import new_figure, to_numpy
@@ -24,6 +24,9 @@ MAX_ANNOTATED_SIDE = 10
 MAX_CELL_TICKS = 12
 # Legends with more entries than this go beside the axes rather than over the lines.
 MAX_LEGEND_INSIDE = 4
+# Coordinates whose steps agree to this relative tolerance are evenly spaced: their cells are
+# drawn at their values (0.1% of a cell is invisible); others get equal cells, ticked by value.
+_EVEN_RTOL = 1e-3
 
 
 def plot_heatmap(
@@ -42,9 +45,12 @@ def plot_heatmap(
 ) -> Figure:
     """Draw ``values[i, j]`` at ``(x[j], y[i])`` as a pcolormesh with a colour bar.
 
-    Cells are centred on the given coordinates (edges halfway between neighbours, geometrically
-    on a log axis), so uneven sweeps such as widths 8, 16, 64 keep their spacing. NaN cells, e.g.
-    failed runs, are left blank. Grids of at most 10 x 10 cells have their values written in.
+    On an axis whose coordinates are evenly spaced (evenly in log on a log axis, e.g. widths 8,
+    16, 32, 64), cells are centred on the coordinates, edges halfway between neighbours. On any
+    other axis (e.g. tau_ref 1, 2, 50, 100 ms), spacing by value would squeeze some cells into
+    slivers: there every value gets a cell of the same size, in order, with a tick labelled by
+    the value (on a linear axis whatever ``log_x``/``log_y`` say). NaN cells, e.g. failed runs,
+    are left blank. Grids of at most 10 x 10 cells have their values written in.
 
     Args:
         values: Shape (len(y), len(x)): rows follow y, columns follow x.
@@ -63,6 +69,10 @@ def plot_heatmap(
 
     Returns:
         A Figure with the heatmap axes (one QuadMesh) and the colour bar axes.
+
+    Raises:
+        ValueError: If ``values`` is not of shape (len(y), len(x)), or a coordinate list is
+            empty, not finite, not strictly monotonic, or <= 0 on a log axis.
     """
     x = _check_axis("x", x, log_x)
     y = _check_axis("y", y, log_y)
@@ -71,7 +81,22 @@ def plot_heatmap(
     fig = new_figure(figsize=(6.4, 4.8))
     ax = fig.axes[0]
     cmap = cmap or ("RdBu_r" if symmetric else "viridis")
-    mesh = _draw_cells(ax, values, x, y, log_x, log_y, fmt, Normalize(vmin, vmax), cmap)
+    even_x, even_y = _evenly_spaced(x, log_x), _evenly_spaced(y, log_y)
+    mesh = _draw_cells(
+        ax,
+        values,
+        x if even_x else _cell_ranks(x),
+        y if even_y else _cell_ranks(y),
+        log_x and even_x,
+        log_y and even_y,
+        fmt,
+        Normalize(vmin, vmax),
+        cmap,
+    )
+    if not even_x:
+        _tick_ranks_by_value(ax.xaxis, x)
+    if not even_y:
+        _tick_ranks_by_value(ax.yaxis, y)
     colorbar = fig.colorbar(mesh, ax=ax)
     if cbar_label is not None:
         colorbar.set_label(cbar_label)
@@ -128,8 +153,9 @@ def plot_heatmaps(
     """Draw several heatmaps on one colour scale: one panel per entry, one colour bar.
 
     Every panel shares the same :class:`~matplotlib.colors.Normalize` (the range of all finite
-    values of all panels), so equal colours mean equal values across panels. Cells, ticks, NaN
-    cells and annotations are as in :func:`plot_heatmap`.
+    values of all panels), so equal colours mean equal values across panels. Ticks, NaN cells
+    and annotations are as in :func:`plot_heatmap`; cells are always centred on the coordinates,
+    evenly spaced or not (unlike :func:`plot_heatmap`, no equal cells for uneven ones).
 
     Args:
         panels: Panel title to values of shape (len(y), len(x)), e.g. accuracy per (depth,
@@ -405,6 +431,40 @@ def _tick_at_cells(axis: Axis, centres: np.ndarray) -> None:
     if len(centres) <= MAX_CELL_TICKS:
         axis.set_ticks(centres, [f"{c:g}" for c in centres])
         axis.set_minor_locator(NullLocator())
+
+
+def _evenly_spaced(coords: np.ndarray, log: bool) -> bool:
+    """Whether the steps between coordinates are equal (ratios, on a log axis), to 0.1%."""
+    steps = np.diff(np.log(coords) if log else coords)
+    return steps.size < 2 or bool(np.allclose(steps, steps[0], rtol=_EVEN_RTOL, atol=0.0))
+
+
+def _cell_ranks(coords: np.ndarray) -> np.ndarray:
+    """Equal-size cell positions 0, 1, ..., in the coordinates' order along the axis."""
+    ranks = np.arange(len(coords), dtype=float)
+    return ranks if coords[-1] > coords[0] else ranks[::-1]
+
+
+def _tick_ranks_by_value(axis: Axis, coords: np.ndarray) -> None:
+    """Label equal-size cells at :func:`_cell_ranks` by their coordinate values.
+
+    Every cell is ticked when there are few; beyond :data:`MAX_CELL_TICKS`, every few cells, so
+    the labels do not overlap (the cells stay in order, so the values in between are implied).
+    """
+    ranks = _cell_ranks(coords)
+    if len(coords) <= MAX_CELL_TICKS:
+        axis.set_ticks(ranks, [f"{c:g}" for c in coords])
+    else:
+        in_rank_order = coords if coords[-1] > coords[0] else coords[::-1]
+        axis.set_major_locator(MaxNLocator(nbins=MAX_CELL_TICKS, integer=True))
+        axis.set_major_formatter(FuncFormatter(lambda r, _: _rank_label(in_rank_order, r)))
+    axis.set_minor_locator(NullLocator())
+
+
+def _rank_label(in_rank_order: np.ndarray, rank: float) -> str:
+    """The value of the cell at ``rank`` (``""`` off the cells or between two)."""
+    i = round(float(rank))
+    return f"{in_rank_order[i]:g}" if abs(rank - i) < 1e-9 and 0 <= i < len(in_rank_order) else ""
 
 
 def _cell_edges(centres: np.ndarray, log: bool) -> np.ndarray:
