@@ -198,6 +198,32 @@ def check_threads(cfg: DictConfig, key: str = "threads") -> int | str:
     raise ConfigError(key, value, "must be 'auto' or an integer >= 1 (torch intra-op threads)")
 
 
+def check_checkpoint_file(key: str, value: str, allowed: str) -> Path:
+    """Require ``value`` to name an existing checkpoint file, before any work is set up.
+
+    Args:
+        key: The config key (``ckpt_path``).
+        value: Its value, a path (``~`` expanded; a relative one from the working directory).
+        allowed: What the key takes, for the message (``must be the path of a .ckpt file ...``).
+
+    Returns:
+        The path, ``~`` expanded.
+
+    Raises:
+        ConfigError: ``ckpt_path='x.ckpt' is invalid: no such file (/abs/x.ckpt); <allowed>``;
+            for a run folder holding ``checkpoints/last.ckpt``, the message names that file.
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    where = "" if str(path) == str(path.absolute()) else f" ({path.absolute()})"
+    if not path.is_dir():
+        raise ConfigError(key, value, f"no such file{where}; {allowed}")
+    last = path / "checkpoints" / "last.ckpt"
+    hint = f" (did you mean {last}?)" if last.is_file() else ""
+    raise ConfigError(key, value, f"is a folder{where}, not a file{hint}; {allowed}")
+
+
 def check_with(cfg: DictConfig, key: str, parse: Callable[[Any], Any]) -> Any:
     """Run ``parse`` on the value; its ValueError becomes a ConfigError naming ``key``."""
     value = get(cfg, key)
