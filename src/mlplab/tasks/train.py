@@ -65,10 +65,10 @@ def check_run_length(cfg: DictConfig) -> None:
 
     Lightning reads ``max_epochs=-1`` as no limit on epochs, which ends only by
     ``trainer.max_steps`` or ``trainer.max_time``; ``null`` is its default (1000 epochs unless
-    ``max_steps`` is set). A resumed run (``ckpt_path`` set) is not checked here: whether its
-    checkpoint has reached ``max_epochs`` already is known only once it is loaded, and the
-    run then says it took no step. Values that are no integer are left to the Trainer's own
-    check.
+    ``max_steps`` is set). A resumed run (``ckpt_path`` set) is not checked here: where its
+    checkpoint stands is known only once it is loaded (Lightning refuses a ``max_epochs`` below
+    the checkpoint's epoch; at it, the run takes no step and is tested again, as a resumed
+    sweep's finished jobs are). Values that are no integer are left to the Trainer's own check.
 
     Raises:
         ConfigError: ``trainer.max_epochs=0 is invalid: must be >= 1, or -1 ...``.
