@@ -68,7 +68,8 @@ def check_run_length(cfg: DictConfig) -> None:
     ``max_steps`` is set). A resumed run (``ckpt_path`` set) is not checked here: where its
     checkpoint stands is known only once it is loaded (Lightning refuses a ``max_epochs`` below
     the checkpoint's epoch; at it, the run takes no step and is tested again, as a resumed
-    sweep's finished jobs are). Values that are no integer are left to the Trainer's own check.
+    sweep's finished jobs are). Other values (``-2``, ``"ten"``) are left to the Trainer's own
+    check, which refuses them.
 
     Raises:
         ConfigError: ``trainer.max_epochs=0 is invalid: must be >= 1, or -1 ...``.
@@ -76,7 +77,8 @@ def check_run_length(cfg: DictConfig) -> None:
     if cfg.get("ckpt_path") is not None:
         return
     max_epochs = _trainer_setting(cfg, "max_epochs")
-    if not checks.is_int(max_epochs) or max_epochs >= 1:
+    # 0 and -1 are values the Trainer takes; only with them does a new run take no step.
+    if not checks.is_int(max_epochs) or max_epochs not in (0, -1):
         return
     max_steps = _trainer_setting(cfg, "max_steps")
     bounded = (checks.is_int(max_steps) and max_steps >= 1) or (
