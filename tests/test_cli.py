@@ -11,13 +11,17 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from conftest import python_output, run_cli
 from mlplab.tasks.common import (
     CONF_DIR,
     ROOT_DIR,
+    CommandLine,
     checkout_note,
+    closest_keys,
     hydra_error_line,
+    parse_command_line,
     quote_call_values,
     settle_gc,
     split_top_level,
@@ -115,6 +119,147 @@ def test_a_hydra_error_on_the_real_command_line_is_one_line_exit_2(tmp_path, arg
     assert line.startswith(start), line
     # Refused before any job: no run folder (a multirun's folder holds only Hydra's sweep record).
     assert not list(tmp_path.rglob("metrics.json")) and not (tmp_path / "train" / "runs").exists()
+
+
+def struct_line(key: str, value: str, leaf: str | None = None) -> str:
+    """Hydra's one line for an override of a key the config lacks (``leaf``: the missing part)."""
+    leaf = leaf or key.rsplit(".", 1)[-1]
+    return (
+        f"Could not override '{key}'. To append to your config use +{key}={value} "
+        f"(Key '{leaf}' is not in struct)"
+    )
+
+
+MISSPELLED = [
+    (["trainer.max_epoch=3"], struct_line("trainer.max_epoch", "3"), "trainer.max_epochs"),
+    (["sed=3"], struct_line("sed", "3"), "seed"),
+    (["optimzer=sgd"], struct_line("optimzer", "sgd"), "optimizer"),
+    (
+        ["trainr.max_epochs=3"],
+        struct_line("trainr.max_epochs", "3", "trainr"),
+        "trainer.max_epochs",
+    ),
+    # The keys of the node the other overrides compose: sgd has a momentum, adam has not.
+    (
+        ["optimizer=sgd", "optimizer.momentm=0.9"],
+        struct_line("optimizer.momentm", "0.9"),
+        "optimizer.momentum",
+    ),
+    (["debg=fast"], struct_line("debg", "fast"), "debug"),  # a group whose option is null
+    (
+        ["hydra.job.chdr=true"],
+        "Could not override 'hydra.job.chdr'. To append to your config use "
+        "+hydra.job.chdr=true (Key 'chdr' not in 'JobConf')",
+        "hydra.job.chdir",
+    ),
+    (["~sed"], "Could not delete from config. 'sed' does not exist", "seed"),
+    # A sweep composes with each swept key at its first value.
+    (
+        ["-m", "seed=1,2", "trainer.max_epoch=3"],
+        struct_line("trainer.max_epoch", "3"),
+        "trainer.max_epochs",
+    ),
+    # Nothing close, or nothing composes without the override: Hydra's line alone.
+    (["trainer.foo=1"], struct_line("trainer.foo", "1"), None),
+    (["trainer.max_epoch=3", "sed=4"], struct_line("trainer.max_epoch", "3"), None),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize(("args", "hydra_line", "suggestion"), MISSPELLED)
+def test_a_misspelled_key_gets_the_closest_keys(tmp_path, args, hydra_line, suggestion):
+    result = run_cli("train", *args, f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    line = f"{hydra_line}; did you mean {suggestion}?" if suggestion else hydra_line
+    assert result.stderr.strip().splitlines() == [f"mlplab-train: error: {line}"]
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+def rmsprop_folder(folder: Path, group: str = "optimizer") -> Path:
+    """A config folder of one's own, holding an RMSprop option whose alpha is misspelled."""
+    (folder / group).mkdir(parents=True)
+    (folder / group / "rms.yaml").write_text(
+        "_target_: torch.optim.RMSprop\n_partial_: true\nlr: 0.01\nalphaa: 0.9\n"
+    )
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["--config-dir", "{folder}"],
+        ["-cd", "{folder}", "-cn", "train"],
+        ["--config-dir={folder}"],
+        ["hydra.searchpath=[file://{folder}]"],
+    ],
+)
+def test_did_you_mean_reads_your_config_folder_as_hydra_does(tmp_path, where):
+    folder = rmsprop_folder(tmp_path / "mine")
+    where = [word.format(folder=folder) for word in where]
+    result = run_cli(
+        "train", *where, "optimizer=rms", "optimizer.alpha=0.5", f"paths.log_dir={tmp_path}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "mlplab-train: error: "
+        + struct_line("optimizer.alpha", "0.5")
+        + "; did you mean optimizer.alphaa?"
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_misspelled_group_folder_suggests_the_group(tmp_path):
+    # A folder optimzer/ makes Hydra read optimzer as a group, which no defaults list names.
+    folder = rmsprop_folder(tmp_path / "mine", group="optimzer")
+    result = run_cli(
+        "train", "--config-dir", str(folder), "optimzer=rms", f"paths.log_dir={tmp_path}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "mlplab-train: error: Could not override 'optimzer'. No match in the defaults list. "
+        "To append to your default list use +optimzer=rms; did you mean optimizer?"
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_eval_suggests_its_own_keys(tmp_path):
+    result = run_cli("eval", "ckpt_path=x.ckpt", "gird_size=3", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "mlplab-eval: error: " + struct_line("gird_size", "3") + "; did you mean grid_size?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["a=1", "-cd", "x", "-m", "b=2"], CommandLine(None, "x", None, ["a=1", "b=2"])),
+        (
+            ["--config-dir=x", "-cn", "eval", "--cfg", "job", "c=3"],
+            CommandLine("eval", "x", None, ["c=3"]),
+        ),
+        (["-cn", "a", "--config-name", "b", "-cp", "p"], CommandLine("b", None, "p", [])),
+    ],
+)  # fmt: skip
+def test_the_command_line_is_split_as_hydras_argparse_does(argv, expected):
+    assert parse_command_line(argv) == expected
+
+
+def test_closest_keys_walks_to_the_first_missing_part():
+    cfg = OmegaConf.create({"trainer": {"max_epochs": 1, "min_epochs": 1}, "seed": 1})
+    assert closest_keys(cfg, "trainer.max_epoch") == ["trainer.max_epochs"]
+    assert closest_keys(cfg, "trainr.max_epochs.x") == ["trainer.max_epochs.x"]
+    assert closest_keys(cfg, "trainer.max_epochs") == []  # it exists: nothing to suggest
+    assert closest_keys(cfg, "seed.x") == []  # below a value: no keys
+    assert closest_keys(cfg, "debg", groups=["debug"]) == ["debug"]
+    assert closest_keys(cfg, "trainer.debg", groups=["debug"]) == []  # groups at the top only
 
 
 @pytest.mark.slow

@@ -256,6 +256,9 @@ def test_eval_config_composes(compose_config, tmp_path) -> None:
     cfg = compose_config("eval", [f"ckpt_path={tmp_path}/last.ckpt"])
     assert cfg.task_name == "eval"
     assert cfg.get("loss") is None  # the checkpoint's own loss
+    with pytest.raises(ConfigError, match="no such file"):  # checked before any work
+        validate_eval_config(cfg)
+    (tmp_path / "last.ckpt").write_bytes(b"")
     assert validate_eval_config(cfg) == tmp_path / "last.ckpt"
     cfg = compose_config("eval", ["ckpt_path=x.ckpt", "loss=torch_ce"])
     assert cfg.loss._target_ == "torch.nn.CrossEntropyLoss"

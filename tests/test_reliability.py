@@ -25,10 +25,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from conftest import BIN, NO_PROGRESS, SMALL_TRAIN, checkpoint_of, read_metrics, run_cli
-from mlplab.tasks.common import CONF_DIR, run_task
+from mlplab.tasks.common import CONF_DIR, ConfigError, run_task
 from mlplab.tasks.eval import _eval_body
 from mlplab.tasks.runtime import AtomicCheckpointIO, quiet_expected_warnings
-from mlplab.tasks.train import _train_body
+from mlplab.tasks.train import _train_body, check_run_length
 
 HAS_CUDA = torch.cuda.is_available()
 BODIES = {"train": _train_body, "eval": _eval_body}
@@ -364,8 +364,6 @@ def make_bad_checkpoint(kind: str, good: Path, folder: Path) -> Path:
 
 
 BAD_CHECKPOINTS = {
-    "missing": "no such file",
-    "directory": "no such file",
     "truncated": "not a PyTorch checkpoint (truncated or corrupted)",
     "flipped_bits": "corrupted (archive/",
     "text": "not a PyTorch checkpoint (truncated or corrupted)",
@@ -402,6 +400,98 @@ def test_bad_checkpoint_is_refused_in_one_line(good_run, tmp_path, capsys, task,
         assert bad.read_bytes() == before
     assert (good_run / "checkpoints" / "last.ckpt").read_bytes() == good_bytes
     assert not (tmp_path / "marker").exists()  # the pickled object was never built
+
+
+NO_FILE_ALLOWED = {
+    "eval": "must be the path of a .ckpt file from mlplab-train, e.g. <run>/checkpoints/last.ckpt",
+    "train": "must be a path to a .ckpt file, 'last' or null",
+}
+
+
+@pytest.mark.parametrize("task", ["train", "eval"])
+@pytest.mark.parametrize("kind", ["missing", "directory", "run folder"])
+def test_a_checkpoint_that_is_no_file_is_a_config_error(good_run, tmp_path, capsys, task, kind):
+    path = {
+        "missing": tmp_path / "missing.ckpt",
+        "directory": tmp_path,
+        "run folder": good_run,
+    }[kind]
+    out = tmp_path / "run"
+    overrides = [f"ckpt_path={path}", "figures=false"]
+    if task == "train":
+        overrides = [*SMALL, *overrides, "trainer.max_epochs=3", "logger=none"]
+    with pytest.raises(SystemExit) as stop:
+        run(task, out, *overrides)
+    assert stop.value.code == 2
+    why = {
+        "missing": "no such file",
+        "directory": "is a folder, not a file",
+        "run folder": "is a folder, not a file "
+        f"(did you mean {good_run / 'checkpoints' / 'last.ckpt'}?)",
+    }[kind]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"mlplab-{task}: error: ckpt_path='{path}' is invalid: {why}; {NO_FILE_ALLOWED[task]}"
+    )
+    record = read_metrics(out)
+    assert record["status"] == "failed" and record["error_type"] == "ConfigError"
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize("task", ["train", "eval"])
+def test_a_missing_checkpoint_stops_before_the_trainer(tmp_path, task):
+    # A relative path names the folder it was looked for in; no Trainer was built, so Lightning
+    # printed nothing (no "GPU available" lines).
+    result = run_cli(task, "ckpt_path=nowhere.ckpt", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"mlplab-{task}: error: ckpt_path='nowhere.ckpt' is invalid: no such file "
+        f"({tmp_path / 'nowhere.ckpt'}); {NO_FILE_ALLOWED[task]}"
+    ]
+    assert "GPU available" not in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_new_run_of_no_epochs_is_refused_up_front(tmp_path):
+    result = run_cli(
+        "train", "trainer.max_epochs=0", f"paths.log_dir={tmp_path}", cwd=tmp_path
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "mlplab-train: error: trainer.max_epochs=0 is invalid: must be >= 1, or -1 (no limit on "
+        "epochs) with +trainer.max_steps or +trainer.max_time set (a new run, without "
+        "ckpt_path, must train)"
+    ]
+    assert "GPU available" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["trainer.max_epochs=1"], False),
+        (["trainer.max_epochs=null"], False),  # Lightning's default: 1000 epochs
+        (["trainer.max_epochs=-1", "+trainer.max_steps=3"], False),
+        (["trainer.max_epochs=-1", "+trainer.max_time=00:00:01:00"], False),
+        (["trainer.max_epochs=0"], True),
+        (["trainer.max_epochs=0", "+trainer.max_steps=3"], True),  # max_epochs stops it first
+        (["trainer.max_epochs=-1"], True),  # would never end
+        (["trainer.max_epochs=-1", "+trainer.max_steps=-1"], True),  # Lightning's "no limit"
+        (["trainer.max_epochs=-1", "+trainer.max_steps=0"], True),
+        (["trainer.max_epochs=-2"], False),  # the Trainer's own check refuses it
+        (["trainer.max_epochs=0", "ckpt_path=last"], False),  # a resume: checked after loading
+    ],
+)
+def test_run_length_of_a_new_run(tmp_path, overrides, refused) -> None:
+    cfg = compose_task("train", overrides, tmp_path / "run")
+    if not refused:
+        check_run_length(cfg)
+        return
+    with pytest.raises(ConfigError) as err:
+        check_run_length(cfg)
+    assert err.value.key == "trainer.max_epochs"
 
 
 @pytest.mark.parametrize(
@@ -624,6 +714,10 @@ BAD_VALUES = [
     ("eval", ["ckpt_path=x.ckpt", "figures=3"], "figures"),
     ("eval", ["ckpt_path=x.ckpt", "trainer.devices=-2"], "trainer.devices"),
     ("eval", ["ckpt_path=x.ckpt", "loss=torch_ce", "+loss.foo=1"], "loss.foo"),
+    ("eval", ["ckpt_path=nowhere.ckpt"], "ckpt_path"),
+    ("train", ["ckpt_path=nowhere.ckpt"], "ckpt_path"),
+    ("train", ["trainer.max_epochs=0"], "trainer.max_epochs"),
+    ("train", ["trainer.max_epochs=-1"], "trainer.max_epochs"),
 ]
 if not HAS_CUDA:
     BAD_VALUES += [
@@ -638,6 +732,10 @@ if not HAS_CUDA:
 def test_bad_value_is_refused_before_work(tmp_path, capsys, task, overrides, key) -> None:
     out = tmp_path / "run"
     base = [*SMALL, "logger=none"] if task == "train" else []
+    # x.ckpt stands for a file that exists (the eval refuses a missing one first); not named
+    # *.ckpt, which no_success_left would take for a checkpoint the run wrote.
+    (tmp_path / "exists").write_bytes(b"")
+    overrides = [o.replace("=x.ckpt", f"={tmp_path / 'exists'}") for o in overrides]
     with pytest.raises(SystemExit) as stop:
         run(task, out, *base, *overrides)
     assert stop.value.code == 2

@@ -154,6 +154,61 @@ def test_run_names_are_the_job_settings(compose_config) -> None:
     assert "/" not in dashboard.run_settings()
 
 
+@pytest.mark.parametrize(
+    ("overrides", "version"),
+    [
+        (["ckpt_path=/o/train/runs/2026_ab/checkpoints/last.ckpt"], "ckpt_path=2026_ab"),
+        # A multirun job's folder is its number: the sweep's folder says whose.
+        (
+            ["ckpt_path=/o/train/multiruns/2026_cd/3/checkpoints/last.ckpt", "loss=torch_ce"],
+            "ckpt_path=2026_cd\u22153,loss=torch_ce",
+        ),
+        # Another checkpoint of the same run, or one outside a run folder.
+        (
+            ["ckpt_path='/o/train/runs/2026_ab/checkpoints/epoch=1.ckpt'"],
+            "ckpt_path=2026_ab\u2215epoch=1.ckpt",
+        ),
+        (["ckpt_path=/models/net.ckpt"], "ckpt_path=models\u2215net.ckpt"),
+    ],
+)  # fmt: skip
+def test_eval_runs_are_named_after_their_checkpoint(compose_config, overrides, version) -> None:
+    cfg = compose_config("eval", overrides)
+    assert cfg.logger.version == version  # as conf/logger/tensorboard.yaml resolves it
+    # A training run's ckpt_path is what it resumes: not in its name.
+    cfg = compose_config("train", ["ckpt_path=/o/train/runs/2026_ab/checkpoints/last.ckpt"])
+    assert cfg.logger.version == "defaults"
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_an_eval_sweep_over_checkpoints_writes_one_run_per_checkpoint(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = [f"paths.log_dir={tmp_path}"]
+    # FAST's callbacks=none would leave no checkpoint.
+    small = [*(o for o in FAST if o != "callbacks=none"), "logger=none", "figures=false"]
+    trained = sweep_of(
+        run_cli("train", "-m", *small, "seed=1,2", *logs, cwd=tmp_path),
+        tmp_path / "train",
+    )
+    ckpts = ",".join(str(trained / job / "checkpoints" / "last.ckpt") for job in ("0", "1"))
+    evaluated = sweep_of(
+        run_cli("eval", "-m", f"ckpt_path={ckpts}", "figures=false", *logs, cwd=tmp_path),
+        tmp_path / "eval",
+    )
+    for job in ("0", "1"):
+        # The checkpoint's run first, then the eval's own overrides as Hydra writes them.
+        name = f"ckpt_path={trained.name}{dashboard.SLASH}{job},figures=False"
+        run = evaluated / "tensorboard" / name
+        (events,) = run.glob("events.out.tfevents.*")
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        (scalar,) = acc.Scalars("test/acc")
+        expected = read_metrics(trained / job)["metrics"]["test/acc"]
+        assert scalar.value == pytest.approx(expected, abs=1e-4), job
+    assert len(list((evaluated / "tensorboard").iterdir())) == 2
+
+
 def test_long_settings_are_cut_with_a_hash_that_keeps_them_unique(compose_config) -> None:
     widths = ",".join(["64"] * 40)
     names = []

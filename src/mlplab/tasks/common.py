@@ -198,6 +198,32 @@ def check_threads(cfg: DictConfig, key: str = "threads") -> int | str:
     raise ConfigError(key, value, "must be 'auto' or an integer >= 1 (torch intra-op threads)")
 
 
+def check_checkpoint_file(key: str, value: str, allowed: str) -> Path:
+    """Require ``value`` to name an existing checkpoint file, before any work is set up.
+
+    Args:
+        key: The config key (``ckpt_path``).
+        value: Its value, a path (``~`` expanded; a relative one from the working directory).
+        allowed: What the key takes, for the message (``must be the path of a .ckpt file ...``).
+
+    Returns:
+        The path, ``~`` expanded.
+
+    Raises:
+        ConfigError: ``ckpt_path='x.ckpt' is invalid: no such file (/abs/x.ckpt); <allowed>``;
+            for a run folder holding ``checkpoints/last.ckpt``, the message names that file.
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    where = "" if str(path) == str(path.absolute()) else f" ({path.absolute()})"
+    if not path.is_dir():
+        raise ConfigError(key, value, f"no such file{where}; {allowed}")
+    last = path / "checkpoints" / "last.ckpt"
+    hint = f" (did you mean {last}?)" if last.is_file() else ""
+    raise ConfigError(key, value, f"is a folder{where}, not a file{hint}; {allowed}")
+
+
 def check_with(cfg: DictConfig, key: str, parse: Callable[[Any], Any]) -> Any:
     """Run ``parse`` on the value; its ValueError becomes a ConfigError naming ``key``."""
     value = get(cfg, key)
@@ -708,6 +734,176 @@ def hydra_error_line(err: BaseException) -> str:
     return line
 
 
+# "Could not override 'trainer.max_epoch'" (a key the config lacks), "Could not override
+# 'optimzer'. No match in the defaults list." (a group it lacks), "Could not delete from config.
+# 'sed' does not exist."; Hydra's own "Did you mean to override one of ..." already suggests.
+_UNKNOWN_OVERRIDE = re.compile(
+    r"Could not override '([^']+)'|Could not delete from config\. '([^']+)' does not exist"
+)
+# Close enough to suggest: difflib's similarity ratio, 2 * matching characters / both lengths
+# (max_epoch/max_epochs 0.95, sed/seed 0.86; min_epochs for max_epoch, 0.74, is not suggested).
+_CLOSE = 0.75
+# Hydra's flags that take a value (argparse, in hydra/_internal/utils.py's get_args_parser).
+_HYDRA_VALUE_FLAGS = (*_VALUE_FLAGS, "-c", "--cfg", "-p", "--package", "--experimental-rerun")
+
+
+class CommandLine(NamedTuple):
+    """What Hydra's command line says about where the config comes from, and its overrides."""
+
+    config_name: str | None
+    config_dir: str | None
+    config_path: str | None
+    overrides: list[str]
+
+
+def parse_command_line(argv: Sequence[str]) -> CommandLine:
+    """Split a task's arguments as Hydra's argparse does: config flags and overrides.
+
+    ``--config-name``/``-cn``, ``--config-dir``/``-cd`` and ``--config-path``/``-cp`` (also as
+    ``--flag=value``; the last one given wins, as with argparse); every other word that is not
+    a flag or a flag's value is an override.
+    """
+    flags: list[tuple[str, str]] = []
+    overrides: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        name, eq, value = token.partition("=")
+        if token.startswith("-") and name in _HYDRA_VALUE_FLAGS:
+            flags.append((name, value if eq else next(tokens, "")))
+        elif not token.startswith("-"):
+            overrides.append(token)
+
+    def last(*names: str) -> str | None:
+        return next((value for name, value in reversed(flags) if name in names), None)
+
+    return CommandLine(
+        config_name=last("-cn", "--config-name"),
+        config_dir=last("-cd", "--config-dir"),
+        config_path=last("-cp", "--config-path"),
+        overrides=overrides,
+    )
+
+
+def _one_value_each(overrides: Sequence[str], drop: str) -> list[str]:
+    """``overrides`` without those of key ``drop``, each sweep (``seed=1,2``) as its first value.
+
+    A sweep that has no first value (Optuna's ``interval(0.1, 1)``) is left out.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    kept: list[str] = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.key_or_group.split("@")[0] == drop:
+            continue
+        if not override.is_sweep_override():
+            kept.append(str(override.input_line))
+            continue
+        try:
+            first = next(override.sweep_string_iterator())
+        except Exception:  # an interval or a glob: no first value to compose
+            continue
+        kept.append(f"{override.get_key_element()}={first}")
+    return kept
+
+
+def _with_config_dir(overrides: list[str], config_dir: str) -> list[str]:
+    """``overrides`` with ``config_dir`` first in ``hydra.searchpath``, as ``--config-dir`` is
+    searched before the folders ``hydra.searchpath`` adds."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    paths = [f"file://{Path(config_dir).absolute()}"]
+    for override in parsed:
+        if override.key_or_group == "hydra.searchpath":
+            paths += [str(path) for path in override.value()]  # type: ignore[union-attr]
+    others = [str(o.input_line) for o in parsed if o.key_or_group != "hydra.searchpath"]
+    quoted = ",".join("'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in paths)
+    return [*others, f"hydra.searchpath=[{quoted}]"]
+
+
+def _compose_without(command: CommandLine, task_name: str, key: str) -> DictConfig:
+    """The config Hydra composes for ``command`` without the override of ``key``, Hydra's own
+    config included (``hydra.runtime.choices`` names every config group of the defaults list).
+
+    Raises:
+        ValueError: for ``--config-path``, whose relative form Hydra resolves against the
+            calling module (not followed here).
+        Exception: whatever Hydra raises composing it.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if command.config_path is not None:
+        raise ValueError("--config-path is not followed")
+    overrides = _one_value_each(command.overrides, key)
+    if command.config_dir is not None:
+        overrides = _with_config_dir(overrides, command.config_dir)
+    GlobalHydra.instance().clear()  # the failed run's; compose needs its own
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose(
+                command.config_name or task_name, overrides=overrides, return_hydra_config=True
+            )
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def closest_keys(cfg: DictConfig, key: str, groups: Iterable[str] = ()) -> list[str]:
+    """Dotted keys of ``cfg`` close to ``key``, a key ``cfg`` lacks; empty when ``cfg`` has it.
+
+    The first part of ``key`` that ``cfg`` lacks is matched (``difflib.get_close_matches``)
+    against the keys of the node above it, the rest of ``key`` kept: ``trainr.max_epochs``
+    gives ``trainer.max_epochs``. At the top, ``groups`` (config groups such as ``debug``, which
+    the config holds no key for while their option is null) are candidates too.
+    """
+    import difflib
+
+    node: Any = cfg
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return []
+        names = [str(name) for name in node]
+        if part in names:
+            # An interpolation that cannot resolve here (${hydra:...}) ends the walk.
+            node = OmegaConf.select(node, part, throw_on_resolution_failure=False)
+            continue
+        if depth == 0:
+            names += [group for group in groups if group not in names]
+        prefix, rest = parts[:depth], parts[depth + 1 :]
+        return [
+            ".".join([*prefix, match, *rest])
+            for match in difflib.get_close_matches(part, names, cutoff=_CLOSE)
+        ]
+    return []
+
+
+def did_you_mean(err: BaseException, argv: Sequence[str], task_name: str) -> str | None:
+    """``did you mean trainer.max_epochs?`` for an override of a key or group Hydra cannot find.
+
+    The keys come from composing the same config (config name, ``--config-dir``,
+    ``hydra.searchpath``, the other overrides) with Hydra's compose API. None when Hydra already
+    suggests, nothing is close, or the config cannot be composed without the override.
+    """
+    text = str(err)
+    match = _UNKNOWN_OVERRIDE.search(text)
+    if match is None or "Did you mean" in text:
+        return None
+    key = (match.group(1) or match.group(2)).split("@")[0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cfg = _compose_without(parse_command_line(argv), task_name, key)
+        groups = [str(group) for group in cfg.hydra.runtime.choices]
+        matches = closest_keys(cfg, key, groups)
+    except Exception:  # a suggestion is a bonus: Hydra's line alone stands
+        return None
+    if not matches:
+        return None
+    listed = matches[0] if len(matches) == 1 else f"{', '.join(matches[:-1])} or {matches[-1]}"
+    return f"did you mean {listed}?"
+
+
 def checkout_note(task_name: str, cwd: Path | None = None) -> str | None:
     """A note when the working directory is inside another mlplab checkout than the one running.
 
@@ -754,7 +950,11 @@ def console_main(hydra_main: Callable[[], Any], task_name: str) -> None:
     except (HydraException, OmegaConfBaseException) as err:
         if wants_full_error:
             raise
-        print(f"mlplab-{task_name}: error: {hydra_error_line(err)}", file=sys.stderr, flush=True)
+        line = hydra_error_line(err)
+        suggestion = did_you_mean(err, sys.argv[1:], task_name)
+        if suggestion is not None:
+            line = f"{line.removesuffix('.')}; {suggestion}"
+        print(f"mlplab-{task_name}: error: {line}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     finally:
         if not wants_full_error:

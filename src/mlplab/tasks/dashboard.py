@@ -64,13 +64,44 @@ def run_folder(output_dir: str) -> str:
     return output_dir
 
 
-def run_settings() -> str:
+def run_settings(checkpoint: str | None = None) -> str:
     """The run's settings as a folder name: :func:`run_name` of Hydra's
     ``hydra.job.override_dirname`` (``data.sigma=0.1,debug=fast``: sorted, without the keys
     listed in ``hydra.job.config.override_dirname.exclude_keys``: output paths, ``ckpt_path``).
+
+    Args:
+        checkpoint: The checkpoint an eval evaluates: its :func:`checkpoint_label` leads the
+            name (``ckpt_path=<run>,loss=torch_ce``), so that evals of different checkpoints,
+            jobs of one sweep included, are different runs. None for a training run, whose
+            ``ckpt_path`` is what it resumes from and keeps the run's name.
     """
     hc = _hydra_config()
-    return run_name(str(hc.job.override_dirname) if hc is not None else "")
+    settings = str(hc.job.override_dirname) if hc is not None else ""
+    if checkpoint:
+        settings = ",".join(filter(None, [f"ckpt_path={checkpoint_label(checkpoint)}", settings]))
+    return run_name(settings)
+
+
+def checkpoint_label(ckpt_path: str) -> str:
+    """The training run a checkpoint comes from, as an eval's run name says it.
+
+    The run folder is the checkpoint's folder, or the one above when that is ``checkpoints/``
+    (where mlplab-train's ModelCheckpoint writes): its name (``<time>_<id>``, unique per run),
+    after its sweep's folder name when it is a multirun job's number (``<time>_<id>/3``);
+    then the file's name unless it is ``last.ckpt``.
+
+    Args:
+        ckpt_path: The checkpoint's path (``~`` expanded; relative to the working directory).
+
+    Returns:
+        ``2026-11-30_03-25-37_1a2b``, ``2026-11-30_03-25-37_1a2b/3`` or
+        ``2026-11-30_03-25-37_1a2b/epoch=1.ckpt`` (:func:`run_name` turns ``/`` into
+        :data:`SLASH`).
+    """
+    path = Path(ckpt_path).expanduser().absolute()
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    label = f"{run.parent.name}/{run.name}" if run.name.isdigit() else run.name
+    return label if path.name == "last.ckpt" else f"{label}/{path.name}"
 
 
 def run_name(override_dirname: str) -> str:
@@ -97,8 +128,8 @@ def settings_title(width: int = 48) -> str:
 
 
 def register_resolvers() -> None:
-    """``${mlplab_run_folder:<output dir>}`` and ``${mlplab_tb_run:}`` for
-    conf/logger/tensorboard.yaml."""
+    """``${mlplab_run_folder:<output dir>}`` and ``${mlplab_tb_run:[<checkpoint>]}`` for
+    conf/logger/tensorboard.yaml (:func:`run_folder`, :func:`run_settings`)."""
     if not OmegaConf.has_resolver("mlplab_run_folder"):
         OmegaConf.register_new_resolver("mlplab_run_folder", run_folder)
     if not OmegaConf.has_resolver("mlplab_tb_run"):

@@ -31,7 +31,12 @@ log = logging.getLogger("mlplab")
 
 
 def validate_eval_config(cfg: DictConfig) -> Path:
-    """Check the eval task's own keys; returns the checkpoint path."""
+    """Check the eval task's own keys; returns the checkpoint path.
+
+    Raises:
+        ConfigError: naming the key, its value and what is allowed; a ``ckpt_path`` that names
+            no file is refused here, before the trainer is built.
+    """
     wanted = "the path of a .ckpt file from mlplab-train, e.g. <run>/checkpoints/last.ckpt"
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ConfigError("ckpt_path", "???", f"is required: {wanted}")
@@ -40,7 +45,7 @@ def validate_eval_config(cfg: DictConfig) -> Path:
         raise ConfigError("ckpt_path", ckpt, f"must be {wanted}")
     common.check_bool(cfg, "figures")
     common.check_int(cfg, "grid_size", minimum=2, maximum=4000)
-    return Path(ckpt).expanduser()
+    return common.check_checkpoint_file("ckpt_path", ckpt, f"must be {wanted}")
 
 
 def _builds(obj: Any) -> type | None:

@@ -47,13 +47,56 @@ def check_task_config(cfg: DictConfig) -> None:
     common.check_bool(cfg, "figures")
     common.check_threads(cfg)
     ckpt = common.get(cfg, "ckpt_path")
+    allowed = "must be a path to a .ckpt file, 'last' or null"
     if ckpt is not None and (not isinstance(ckpt, str) or not ckpt.strip()):
-        raise ConfigError("ckpt_path", ckpt, "must be a path to a .ckpt file, 'last' or null")
+        raise ConfigError("ckpt_path", ckpt, allowed)
+    if ckpt is not None and ckpt != "last":  # `last` is looked up in the run's folder later
+        common.check_checkpoint_file("ckpt_path", ckpt, allowed)
+    check_run_length(cfg)
     # The optimizer is built inside the fit (Lightning's configure_optimizers), where torch's
     # own check of a string lr fails with a TypeError about '<=': checked here instead.
     lr = OmegaConf.select(cfg, "optimizer.lr", default=None)
     if lr is not None and not (checks.is_number(lr) and lr >= 0):
         raise ConfigError("optimizer.lr", lr, "must be a number >= 0")
+
+
+def check_run_length(cfg: DictConfig) -> None:
+    """Refuse a new run that would take no optimizer step (``trainer.max_epochs=0``).
+
+    Lightning reads ``max_epochs=-1`` as no limit on epochs, which ends only by
+    ``trainer.max_steps`` or ``trainer.max_time``; ``null`` is its default (1000 epochs unless
+    ``max_steps`` is set). A resumed run (``ckpt_path`` set) is not checked here: where its
+    checkpoint stands is known only once it is loaded (Lightning refuses a ``max_epochs`` below
+    the checkpoint's epoch; at it, the run takes no step and is tested again, as a resumed
+    sweep's finished jobs are). Other values (``-2``, ``"ten"``) are left to the Trainer's own
+    check, which refuses them.
+
+    Raises:
+        ConfigError: ``trainer.max_epochs=0 is invalid: must be >= 1, or -1 ...``.
+    """
+    if cfg.get("ckpt_path") is not None:
+        return
+    max_epochs = _trainer_setting(cfg, "max_epochs")
+    # 0 and -1 are values the Trainer takes; only with them does a new run take no step.
+    if not checks.is_int(max_epochs) or max_epochs not in (0, -1):
+        return
+    max_steps = _trainer_setting(cfg, "max_steps")
+    bounded = (checks.is_int(max_steps) and max_steps >= 1) or (
+        _trainer_setting(cfg, "max_time") is not None
+    )
+    if max_epochs == -1 and bounded:
+        return
+    raise ConfigError(
+        "trainer.max_epochs",
+        max_epochs,
+        "must be >= 1, or -1 (no limit on epochs) with +trainer.max_steps or "
+        "+trainer.max_time set (a new run, without ckpt_path, must train)",
+    )
+
+
+def _trainer_setting(cfg: DictConfig, name: str) -> Any:
+    """``cfg.trainer.<name>``, None when absent or unresolvable (the Trainer then says why)."""
+    return OmegaConf.select(cfg, f"trainer.{name}", default=None, throw_on_resolution_failure=False)
 
 
 def logged_metrics(cfg: DictConfig) -> list[str]:
