@@ -9,6 +9,7 @@ import pytest
 import torch
 import xarray as xr
 from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection, QuadMesh
 from matplotlib.colors import LogNorm, to_rgba
 from matplotlib.figure import Figure
@@ -581,3 +582,23 @@ def test_caption_adds_a_band_under_the_axes_without_resizing_them(lif_grid, tmp_
     # The text sits in the band, under the lowest axes.
     assert text.get_position()[1] < min(ax.get_position().y0 for ax in fig.axes)
     assert figure_to_png(fig, tmp_path / "captioned.png").startswith(PNG_SIGNATURE)
+
+
+@pytest.mark.parametrize(
+    ("columns", "scale", "written"),
+    [(3, 90.0, True), (10, 90.0, True), (10, 0.0307, False), (4, 0.0307, True)],
+)
+def test_heatmap_writes_cell_values_only_where_they_fit_their_cells(columns, scale, written):
+    # 10 columns of 0.0307-like values ran together ("0.03070.035") and touched the y axis.
+    rng = np.random.default_rng(0)
+    values = scale * (1 + 0.2 * rng.random((3, columns)))
+    fig = plot_heatmap(values, np.arange(columns) + 1.0, [1.0, 2.0, 3.0], "x (mm)", "y (ms)")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    ax = fig.axes[0]
+    texts = ax.texts
+    assert len(texts) == (values.size if written else 0)
+    renderer = canvas.get_renderer()
+    cell_px = ax.get_window_extent(renderer).width / columns
+    for text in texts:  # each label inside its cell, with a margin
+        assert text.get_window_extent(renderer).width < 0.9 * cell_px

@@ -13,6 +13,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.collections import QuadMesh
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 from numpy.typing import ArrayLike
 
@@ -20,6 +21,10 @@ from mlplab.viz._common import new_figure, to_numpy
 
 # Grids up to this many cells per side get their values written in the cells.
 MAX_ANNOTATED_SIDE = 10
+# A cell label may take this fraction of its cell's width (the rest is margin); a character of
+# a number is about this many ems wide.
+_LABEL_FILL = 0.75
+_CHAR_WIDTH = 0.6
 # Axes with up to this many cells get one tick per cell, labelled with its swept value.
 MAX_CELL_TICKS = 12
 # Legends with more entries than this go beside the axes rather than over the lines.
@@ -50,7 +55,8 @@ def plot_heatmap(
     other axis (e.g. tau_ref 1, 2, 50, 100 ms), spacing by value would squeeze some cells into
     slivers: there every value gets a cell of the same size, in order, with a tick labelled by
     the value (on a linear axis whatever ``log_x``/``log_y`` say). NaN cells, e.g. failed runs,
-    are left blank. Grids of at most 10 x 10 cells have their values written in.
+    are left blank. Grids of at most 10 x 10 cells have their values written in, when the
+    longest value fits its cell with a margin (else none is: numbers that run together mislead).
 
     Args:
         values: Shape (len(y), len(x)): rows follow y, columns follow x.
@@ -131,9 +137,26 @@ def _draw_cells(
     ax.set_yscale("log" if log_y else "linear")
     _tick_at_cells(ax.xaxis, x)
     _tick_at_cells(ax.yaxis, y)
-    if max(grid.shape) <= MAX_ANNOTATED_SIDE:
+    if max(grid.shape) <= MAX_ANNOTATED_SIDE and _labels_fit(ax, grid, fmt):
         _annotate_cells(ax, mesh, grid, x, y, fmt)
     return mesh
+
+
+def _labels_fit(ax: Axes, values: np.ma.MaskedArray, fmt: str) -> bool:
+    """Whether the longest cell label fits its cell's width with a margin on either side.
+
+    Judged from the axes' width before layout (constrained layout only narrows it, hence the
+    margin): labels wider than their cells run into their neighbours (``0.03070.035``) and,
+    in the first column, into the axis's tick marks, where ``0.0595`` reads as ``-0.0595``.
+    """
+    shown = values.compressed()
+    if shown.size == 0:
+        return True
+    longest = max(len(fmt.format(v)) for v in shown)
+    font_pt = FontProperties(size="small").get_size_in_points()
+    label_pt = longest * _CHAR_WIDTH * font_pt  # digits are about 0.6 em wide
+    cell_pt = ax.get_position().width * ax.figure.get_figwidth() * 72 / values.shape[1]
+    return label_pt <= _LABEL_FILL * cell_pt
 
 
 def plot_heatmaps(
