@@ -663,7 +663,7 @@ BAD_VALUES = [
     ("train", ["data.sigma=-0.1"], "data.sigma"),
     ("train", ["data.sigma=nan"], "data.sigma"),
     ("train", ["data.points_per_class=0"], "data.points_per_class"),
-    ("train", ["data.points_per_class=1"], "data.test_fraction"),
+    ("train", ["data.points_per_class=1"], "data.points_per_class"),
     ("train", ["data.test_fraction=0"], "data.test_fraction"),
     ("train", ["data.val_fraction=1.0"], "data.val_fraction"),
     ("train", ["data.val_fraction=0.001"], "data.val_fraction"),
@@ -718,6 +718,20 @@ BAD_VALUES = [
     ("train", ["ckpt_path=nowhere.ckpt"], "ckpt_path"),
     ("train", ["trainer.max_epochs=0"], "trainer.max_epochs"),
     ("train", ["trainer.max_epochs=-1"], "trainer.max_epochs"),
+    # A validation metric watched in a run without validation (Lightning fails after epoch 1).
+    (
+        "train",
+        [
+            "+callbacks.es._target_=pytorch_lightning.callbacks.EarlyStopping",
+            "+callbacks.es.monitor=val/loss",
+        ],
+        "callbacks.es.monitor",
+    ),
+    (
+        "train",
+        ["+callbacks.model_checkpoint.monitor=val/acc"],
+        "callbacks.model_checkpoint.monitor",
+    ),
 ]
 if not HAS_CUDA:
     BAD_VALUES += [
@@ -816,3 +830,14 @@ def test_console_script_refuses_in_one_line(tmp_path, task, args, message) -> No
     for record in tmp_path.rglob("metrics.json"):
         assert read_metrics(record.parent)["status"] == "failed"
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_validation_metric_may_be_watched_when_the_run_validates(compose_config) -> None:
+    from mlplab.tasks.train import check_monitors
+
+    watch = ["+callbacks.es._target_=pytorch_lightning.callbacks.EarlyStopping"]
+    watch += ["+callbacks.es.monitor=val/loss"]
+    check_monitors(compose_config("train", [*watch, "data.val_fraction=0.2"]))  # no error
+    check_monitors(compose_config("train", ["+callbacks.es.monitor=train/loss", *watch[:1]]))
+    with pytest.raises(ConfigError, match=r"callbacks\.es\.monitor='val/loss'.*validation split"):
+        check_monitors(compose_config("train", watch))

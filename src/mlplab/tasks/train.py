@@ -58,6 +58,7 @@ def check_task_config(cfg: DictConfig) -> None:
     lr = OmegaConf.select(cfg, "optimizer.lr", default=None)
     if lr is not None and not (checks.is_number(lr) and lr >= 0):
         raise ConfigError("optimizer.lr", lr, "must be a number >= 0")
+    check_monitors(cfg)
 
 
 def check_run_length(cfg: DictConfig) -> None:
@@ -123,6 +124,36 @@ def logged_metrics(cfg: DictConfig) -> list[str]:
     if common.check_bool(cfg, "test") and OmegaConf.select(cfg, "trainer.limit_test_batches") != 0:
         names += ["test/loss", "test/acc"]
     return names
+
+
+def check_monitors(cfg: DictConfig) -> None:
+    """Refuse a callback that monitors a validation metric of a run that has no validation.
+
+    ``EarlyStopping`` or a ``ModelCheckpoint`` with ``monitor: val/loss`` would otherwise fail
+    after the first epoch, with Lightning's message naming neither the callback's key nor the
+    split; without a validation loop no ``val/*`` metric is ever logged.
+
+    Raises:
+        ConfigError: naming ``callbacks.<name>.monitor``, its value and the split to add.
+    """
+    callbacks = cfg.get("callbacks")
+    if not isinstance(callbacks, DictConfig):
+        return
+    monitors = {
+        f"callbacks.{name}.monitor": node.get("monitor")
+        for name, node in callbacks.items()
+        if isinstance(node, DictConfig) and isinstance(node.get("monitor"), str)
+    }
+    watched = {key: value for key, value in monitors.items() if value.startswith("val/")}
+    if not watched or any(m.startswith("val/") for m in logged_metrics(cfg)):
+        return
+    key, value = next(iter(watched.items()))
+    raise ConfigError(
+        key,
+        value,
+        "needs a validation split, which this run has not "
+        "(data.val_fraction > 0 for spiral; trainer.limit_val_batches not 0)",
+    )
 
 
 def check_optimized_metric(cfg: DictConfig) -> str:
