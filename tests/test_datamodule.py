@@ -224,8 +224,19 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     [
         # int(0.01 * 16) == 0 validation samples
         ({"points_per_class": 5, "val_fraction": 0.01}, r"^val_fraction=0\.01 is invalid: leaves"),
-        # int(0.2 * 4) == 0 test samples
-        ({"points_per_class": 1}, r"^test_fraction=0\.2 is invalid: leaves an empty test"),
+        # int(0.2 * 4) == 0 test samples: the spiral names its own key and the least that works
+        (
+            {"points_per_class": 1},
+            r"^points_per_class=1 is invalid: gives 4 samples \(4 classes\), too few for a test "
+            r"split of test_fraction=0\.2: must be >= 2$",
+        ),
+        # int(0.01 * 4 * 24) == 0, int(0.01 * 4 * 25) == 1
+        (
+            {"points_per_class": 3, "test_fraction": 0.01},
+            r"^points_per_class=3 is invalid: .* must be >= 25$",
+        ),
+        # the base class still guards the split for any TensorDataModule
+        ({"points_per_class": 1, "test_fraction": 1.0}, r"^test_fraction=1\.0 is invalid"),
         ({"num_classes": 1}, r"^num_classes=1 is invalid: must be an integer >= 2$"),
         ({"num_features": 3}, r"^num_features=3 is invalid: must be 2"),
         ({"sigma": -1.0}, r"^sigma=-1\.0 is invalid: must be a number >= 0\.0$"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -250,6 +252,32 @@ class TensorDataModule(pl.LightningDataModule):
         return tensor_loader(self.X_test, self.y_test, self._eval_batch_size(len(self.X_test)))
 
 
+def _check_enough_points(points_per_class: int, num_classes: int, test_fraction: float) -> None:
+    """Refuse too few points for a test split, naming ``points_per_class`` (what to change).
+
+    The split itself (:class:`TensorDataModule`) can only name ``test_fraction``, which a
+    user who asked for one point per arm did not set. A ``test_fraction`` that is not a number
+    in (0, 1) is left to that check.
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float):
+        return
+    if not 0 < test_fraction < 1:
+        return
+    n = num_classes * points_per_class
+    if int(test_fraction * n) >= 1:  # and < n, as test_fraction < 1
+        return
+    # The least p with int(test_fraction * num_classes * p) >= 1; the ceiling may be one off in
+    # floating point, hence the search from just below it.
+    start = max(points_per_class + 1, math.ceil(1 / (test_fraction * num_classes)) - 1)
+    needed = next(p for p in itertools.count(start) if int(test_fraction * num_classes * p) >= 1)
+    raise invalid(
+        "points_per_class",
+        points_per_class,
+        f"gives {n} samples ({num_classes} classes), too few for a test split of "
+        f"test_fraction={test_fraction:g}: must be >= {needed}",
+    )
+
+
 class SpiralDataModule(TensorDataModule):
     """The tutorial's spiral data (:func:`mlplab.data.spiral.make_spiral`) and its split.
 
@@ -290,6 +318,7 @@ class SpiralDataModule(TensorDataModule):
         check_int("points_per_class", points_per_class, minimum=1)
         check_int("num_classes", num_classes, minimum=2)
         num_samples = num_classes * points_per_class
+        _check_enough_points(points_per_class, num_classes, test_fraction)
         super().__init__(
             num_classes, num_features, num_samples, test_fraction, val_fraction, batch_size, seed,
             eval_batch_size,
