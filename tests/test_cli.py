@@ -282,7 +282,8 @@ def test_running_another_checkout_than_the_one_you_are_in_is_noted(tmp_path):
     note = checkout_note("train", cwd=other / "outputs")
     assert note == (
         f"mlplab-train: note: this runs the mlplab of {ROOT_DIR} (configs from {CONF_DIR}, "
-        f"outputs in {ROOT_DIR / 'outputs'}), not of {other} where you are; install that "
+        f"outputs under paths.log_dir, by default {ROOT_DIR / 'outputs'}), not of {other} where "
+        "you are; install that "
         f"checkout (make install) or set PYTHONPATH={other / 'src'}"
     )
     assert checkout_note("train", cwd=ROOT_DIR / "src") is None  # the checkout that runs

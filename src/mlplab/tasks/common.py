@@ -917,7 +917,8 @@ def checkout_note(task_name: str, cwd: Path | None = None) -> str | None:
                 return None
             return (
                 f"mlplab-{task_name}: note: this runs the mlplab of {ROOT_DIR} (configs from "
-                f"{CONF_DIR}, outputs in {ROOT_DIR / 'outputs'}), not of {folder} where you are; "
+                f"{CONF_DIR}, outputs under paths.log_dir, by default {ROOT_DIR / 'outputs'}), "
+                f"not of {folder} where you are; "
                 f"install that checkout (make install) or set PYTHONPATH={folder / 'src'}"
             )
     return None
