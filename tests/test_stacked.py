@@ -348,7 +348,7 @@ def why_alone(cfg, tmp_path: Path) -> str | None:
         (["scheduler=cosine"], "is stepped per run"),
         (["trainer.devices=2"], "a stack runs on one device"),
         (["trainer.precision=bf16-mixed"], "a stack trains at 32 or 64 bits"),
-        (["ckpt_path=/some/run/last.ckpt"], "resumes one run"),
+        (["ckpt_path=<tmp>/last.ckpt"], "resumes one run"),  # a file that exists
         (["+trainer.gradient_clip_val=1.0"], "would mix the members' gradients"),
         (["callbacks.model_checkpoint.monitor=train/loss"], "best checkpoints are kept per run"),
         (["callbacks.model_checkpoint.filename=epoch"], "other checkpoints than last.ckpt"),
@@ -359,6 +359,8 @@ def why_alone(cfg, tmp_path: Path) -> str | None:
     ],
 )
 def test_why_a_job_runs_alone(compose_config, tmp_path, overrides, why):
+    (tmp_path / "last.ckpt").write_bytes(b"")  # only its existence is checked up front
+    overrides = [o.replace("<tmp>", str(tmp_path)) for o in overrides]
     reason = why_alone(resolved(compose_config("train", overrides)), tmp_path)
     assert (reason is None) if why is None else (why in reason), reason
 
