@@ -192,6 +192,23 @@ def test_fi_figure_overlays_analytic_curves_in_count_units(compose_config, tmp_p
     assert legend == ["Rm=1 kOhm, tau_ref=2 ms", "Rm=100 kOhm, tau_ref=2 ms", "analytic (dashed)"]
 
 
+def test_fi_legend_says_what_refractory_period_the_simulation_held(compose_config, tmp_path):
+    # dt = 1 ms holds whole steps: 0.5 ms holds none (the curve saturates at 1000 Hz while the
+    # dashed analytic curve uses 0.5 ms); 2.5 ms holds 2; 2 ms is itself.
+    from mlplab.tasks.lif import fi_figure, run_grid
+
+    cfg = compose_lif(compose_config, ["mode=fi", "fi.Rm=[1]", "fi.tau_ref=[0.5,2,2.5]"])
+    spec = validate_lif_config(cfg)
+    result = run_grid(spec)  # the task logs the RefractoryWarning as one line
+    (ax,) = fi_figure(spec, result, [(0, 0), (0, 1), (0, 2)], "rate").axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "Rm=1 kOhm, tau_ref=0.5 ms (held 0 ms)",
+        "Rm=1 kOhm, tau_ref=2 ms",
+        "Rm=1 kOhm, tau_ref=2.5 ms (held 2 ms)",
+        "analytic (dashed)",
+    ]
+
+
 # --- sweeps --------------------------------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from mlplab.io import atomic_write
 from mlplab.neuron import analysis
-from mlplab.neuron.lif import RefractoryWarning, simulate
+from mlplab.neuron.lif import RefractoryWarning, _refractory_steps, simulate
 from mlplab.tasks import common
 from mlplab.tasks.common import CONF_DIR, ConfigError
 
@@ -535,8 +535,20 @@ def save_trace(result: TraceResult, output_dir: Path) -> None:
 # ----------------------------------------------------------------------------------- figures
 
 
-def _label(Rm: float, tau_ref: float) -> str:
-    return f"Rm={Rm:g} kOhm, tau_ref={tau_ref:g} ms"
+def _label(Rm: float, tau_ref: float, held_ms: float | None = None) -> str:
+    """``Rm=1 kOhm, tau_ref=2 ms``; with ``held_ms`` (a tau_ref the simulation rounded down to
+    whole steps), ``tau_ref=0.5 ms (held 0 ms)``, so the gap to the dashed analytic curve, which
+    uses tau_ref itself, is explained in the legend."""
+    held = "" if held_ms is None else f" (held {held_ms:g} ms)"
+    return f"Rm={Rm:g} kOhm, tau_ref={tau_ref:g} ms{held}"
+
+
+def held_refractory_ms(tau_ref: float, dt: float, n_steps: int) -> float | None:
+    """The refractory period the simulation holds (whole steps of ``dt``, in ms), or None when
+    it is ``tau_ref`` itself (a whole number of steps, or longer than the run)."""
+    steps = int(_refractory_steps(torch.tensor([tau_ref], dtype=torch.float64), dt, n_steps)[0])
+    held = steps * dt
+    return None if steps > n_steps or math.isclose(held, tau_ref, rel_tol=1e-6) else held
 
 
 def fi_figure(
@@ -552,9 +564,10 @@ def fi_figure(
     to_units = duration_ms / analysis.MS_PER_S if units == "count" else 1.0
     simulated = ds.spike_count if units == "count" else ds.rate
     curves, analytic = {}, {}
+    n_steps = int(ds.attrs["steps"])
     for r, t in pairs:
         Rm, tau_ref = spec.Rm.values[r].item(), spec.tau_ref.values[t].item()
-        label = _label(Rm, tau_ref)
+        label = _label(Rm, tau_ref, held_refractory_ms(tau_ref, spec.dt, n_steps))
         curves[label] = simulated.values[r, t]
         analytic[label] = (
             analysis.analytic_rate_hz(I_fine, Rm, tau_ref, spec.Cm, spec.Vth) * to_units
