@@ -373,6 +373,16 @@ BAD_CHECKPOINTS = {
 }
 
 
+def run_from_checkpoint(task: str, out: Path, ckpt_path: Path) -> int:
+    """Run ``task`` (a small training run, or an eval) from ``ckpt_path``; its exit status."""
+    overrides = [f"ckpt_path={ckpt_path}", "figures=false"]
+    if task == "train":
+        overrides = [*SMALL, *overrides, "trainer.max_epochs=3", "logger=none"]
+    with pytest.raises(SystemExit) as stop:
+        run(task, out, *overrides)
+    return stop.value.code
+
+
 @pytest.mark.parametrize("task", ["train", "eval"])
 @pytest.mark.parametrize("kind", sorted(BAD_CHECKPOINTS))
 def test_bad_checkpoint_is_refused_in_one_line(good_run, tmp_path, capsys, task, kind) -> None:
@@ -380,12 +390,7 @@ def test_bad_checkpoint_is_refused_in_one_line(good_run, tmp_path, capsys, task,
     before = bad.read_bytes() if bad.is_file() else None
     good_bytes = (good_run / "checkpoints" / "last.ckpt").read_bytes()
     out = tmp_path / "run"
-    overrides = [f"ckpt_path={bad}", "figures=false"]
-    if task == "train":
-        overrides = [*SMALL, *overrides, "trainer.max_epochs=3", "logger=none"]
-    with pytest.raises(SystemExit) as stop:
-        run(task, out, *overrides)
-    assert stop.value.code == 1
+    assert run_from_checkpoint(task, out, bad) == 1
     (line,) = capsys.readouterr().err.splitlines()
     expected = BAD_CHECKPOINTS[kind]
     if task == "train" and kind == "other_architecture":  # the record is read first
@@ -417,12 +422,7 @@ def test_a_checkpoint_that_is_no_file_is_a_config_error(good_run, tmp_path, caps
         "run folder": good_run,
     }[kind]
     out = tmp_path / "run"
-    overrides = [f"ckpt_path={path}", "figures=false"]
-    if task == "train":
-        overrides = [*SMALL, *overrides, "trainer.max_epochs=3", "logger=none"]
-    with pytest.raises(SystemExit) as stop:
-        run(task, out, *overrides)
-    assert stop.value.code == 2
+    assert run_from_checkpoint(task, out, path) == 2
     why = {
         "missing": "no such file",
         "directory": "is a folder, not a file",

@@ -71,6 +71,7 @@ __all__ = [
     "RefractoryWarning",
     "analytic_rate",
     "closed_form_counts",
+    "held_refractory_ms",
     "run_lif",
     "simulate",
     "spike_counts",
@@ -260,6 +261,25 @@ def _refractory_steps(tau_ref: Tensor, dt: float, n_steps: int) -> Tensor:
     """
     q = torch.clamp(tau_ref / dt, max=float(n_steps + 1))
     return torch.where(_is_whole(q), torch.round(q), torch.floor(q)).to(torch.int64)
+
+
+def held_refractory_ms(tau_ref: float, dt: float, n_steps: int) -> float | None:
+    """The refractory period a simulation of ``n_steps`` steps of ``dt`` holds for ``tau_ref``.
+
+    Args:
+        tau_ref: Refractory period (ms).
+        dt: Time step (ms).
+        n_steps: Update steps of the run (:func:`mlplab.neuron.analysis.n_steps`).
+
+    Returns:
+        ``floor(tau_ref/dt) * dt`` in ms (0.0 for tau_ref=0.5, dt=1) when that differs from
+        ``tau_ref``; None when the model holds ``tau_ref`` itself (a whole number of steps, or
+        longer than the run, where rounding changes nothing), as for the RefractoryWarning.
+    """
+    q = torch.tensor([tau_ref / dt], dtype=torch.float64)
+    if q.item() > n_steps or bool(_is_whole(q).item()):
+        return None
+    return int(_refractory_steps(q * dt, dt, n_steps).item()) * dt
 
 
 def _refractory_note(tau_ref: Tensor, dt: float, n_steps: int) -> str | None:

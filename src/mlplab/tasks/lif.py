@@ -41,7 +41,7 @@ from torch import Tensor
 
 from mlplab.io import atomic_write
 from mlplab.neuron import analysis
-from mlplab.neuron.lif import RefractoryWarning, _refractory_steps, simulate
+from mlplab.neuron.lif import RefractoryWarning, held_refractory_ms, simulate
 from mlplab.tasks import common
 from mlplab.tasks.common import CONF_DIR, ConfigError
 
@@ -541,14 +541,6 @@ def _label(Rm: float, tau_ref: float, held_ms: float | None = None) -> str:
     uses tau_ref itself, is explained in the legend."""
     held = "" if held_ms is None else f" (held {held_ms:g} ms)"
     return f"Rm={Rm:g} kOhm, tau_ref={tau_ref:g} ms{held}"
-
-
-def held_refractory_ms(tau_ref: float, dt: float, n_steps: int) -> float | None:
-    """The refractory period the simulation holds (whole steps of ``dt``, in ms), or None when
-    it is ``tau_ref`` itself (a whole number of steps, or longer than the run)."""
-    steps = int(_refractory_steps(torch.tensor([tau_ref], dtype=torch.float64), dt, n_steps)[0])
-    held = steps * dt
-    return None if steps > n_steps or math.isclose(held, tau_ref, rel_tol=1e-6) else held
 
 
 def fi_figure(

@@ -139,18 +139,17 @@ def check_monitors(cfg: DictConfig) -> None:
     callbacks = cfg.get("callbacks")
     if not isinstance(callbacks, DictConfig):
         return
-    monitors = {
-        f"callbacks.{name}.monitor": node.get("monitor")
+    watched = [
+        (name, node.monitor)
         for name, node in callbacks.items()
-        if isinstance(node, DictConfig) and isinstance(node.get("monitor"), str)
-    }
-    watched = {key: value for key, value in monitors.items() if value.startswith("val/")}
+        if isinstance(node, DictConfig) and str(node.get("monitor") or "").startswith("val/")
+    ]
     if not watched or any(m.startswith("val/") for m in logged_metrics(cfg)):
         return
-    key, value = next(iter(watched.items()))
+    name, monitor = watched[0]
     raise ConfigError(
-        key,
-        value,
+        f"callbacks.{name}.monitor",
+        monitor,
         "needs a validation split, which this run has not "
         "(data.val_fraction > 0 for spiral; trainer.limit_val_batches not 0)",
     )
