@@ -13,8 +13,8 @@ side, repeat by repeat (so a slower spell of the machine hits all of them alike)
     every epoch, ModelSummary; no progress bar): what Lightning's defaults cost, without and
     with the documentation's ``self.log`` of the training loss,
   * mlplab's fit with ``logger=none callbacks=none`` (target: within 1.1x of the bare module),
-  * mlplab's default fit: TensorBoard, last.ckpt every epoch, progress bar, model summary
-    (target: within 1.35x of the bare module),
+  * mlplab's default fit: TensorBoard, last.ckpt (every 5 s at an epoch's end, and after the
+    last epoch), progress bar, model summary (target: within 1.35x of the bare module),
   * the default fit while one busy process competes for the CPU (target: within 1.5x of the
     idle default fit).
 Every fit runs with the intra-op threads that ``threads=auto`` gives this network (one).
@@ -212,7 +212,7 @@ def time_train(tmp: Path, run: str, revision: Path | None = None) -> float:
     return time_process([*command, *args], tmp, env)
 
 
-DEFAULT = "mlplab default fit (TensorBoard, last.ckpt/epoch, progress bar, summary)"
+DEFAULT = "mlplab default fit (TensorBoard, last.ckpt/5 s, progress bar, summary)"
 QUIET = "mlplab fit, logger=none callbacks=none"
 CONTENDED = "mlplab default fit, one busy process competing"
 BARE = "bare LightningModule (no logger, callbacks, metrics)"

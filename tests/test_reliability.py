@@ -33,6 +33,7 @@ from mlplab.tasks.train import _train_body, check_run_length
 HAS_CUDA = torch.cuda.is_available()
 BODIES = {"train": _train_body, "eval": _eval_body}
 SMALL = [*SMALL_TRAIN, *NO_PROGRESS]
+EVERY = "callbacks.model_checkpoint.save_interval_s=0"  # last.ckpt after every epoch
 FINAL = ("test/acc", "test/loss", "train/acc", "train/loss", "global_step", "epochs")
 
 
@@ -170,6 +171,7 @@ KILLED = [
     "figures=false",
     "~callbacks.rich_progress_bar",
     "~callbacks.model_summary",
+    EVERY,
 ]
 
 
@@ -289,7 +291,8 @@ def test_a_run_writes_last_ckpt_every_epoch_through_atomic_io(tmp_path) -> None:
             self.seen.append(step)
 
     quiet_expected_warnings()
-    cfg = compose_task("train", [*SMALL, "logger=none", "trainer.max_epochs=3"], tmp_path / "run")
+    overrides = [*SMALL, "logger=none", "trainer.max_epochs=3", EVERY]  # the default's: elsewhere
+    cfg = compose_task("train", overrides, tmp_path / "run")
     datamodule, model = build_run(cfg)
     probe = Probe()
     trainer = build_trainer(cfg.trainer, None, [*build_callbacks(cfg.callbacks), probe])
@@ -621,14 +624,17 @@ def test_failed_resume_in_place_keeps_the_checkpoint(good_run, tmp_path, capsys)
 def test_nan_loss_stops_the_run_at_once(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as stop:
-        run("train", out, *SMALL, "optimizer=sgd", "optimizer.lr=1e6", "trainer.max_epochs=5")
+        run(
+            "train", out, *SMALL, EVERY, "optimizer=sgd", "optimizer.lr=1e6", "trainer.max_epochs=5"
+        )
     assert stop.value.code == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("mlplab-train: error: train/loss became nan at step ")
     assert line.endswith("training diverged; lower optimizer.lr (now 1000000.0)")
     record = read_metrics(out)
     assert record["status"] == "failed" and "diverged" in record["error"]
-    # Stopped in the epoch it diverged in: the last checkpoint is the epoch before.
+    # Stopped in the epoch it diverged in: the last checkpoint (after every epoch, EVERY) is the
+    # epoch before.
     step = int(line.split(" at step ")[1].split()[0])
     assert checkpoint_of(out)["global_step"] == 10 * (step // 10)
     assert not (out / "decision_map.png").exists()

@@ -37,7 +37,10 @@ LONG = [
     "figures=false",
     # A value Hydra's grammar quotes: the resume command must carry it through a shell.
     "model.activation=LeakyReLU(0.1)",
+    # last.ckpt after every epoch, so that a signal can come after the first one within a second.
+    "callbacks.model_checkpoint.save_interval_s=0",
 ]
+EVERY_EPOCH = LONG[-1]
 EPOCH_LINE = re.compile(
     r"\[mlplab\]\[INFO\] - epoch (\d+)/(\d+) step (\d+): train/loss \d+\.\d{4} train/acc "
     r"\d+\.\d{2} %"
@@ -116,6 +119,7 @@ def test_a_signal_saves_records_and_resumes_exactly(tmp_path, whole_run, signum,
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     saved = checkpoint["global_step"]
     assert saved % STEPS_PER_EPOCH == 0 and saved >= STEPS_PER_EPOCH
+    assert record["error"].endswith(f" (last.ckpt holds step {saved}, where a resume goes on)")
     assert record["metrics"]["epochs"] == saved // STEPS_PER_EPOCH
     assert saved <= record["metrics"]["global_step"] < EPOCHS * STEPS_PER_EPOCH
     assert not (run_dir / "decision_map.png").exists()
@@ -136,8 +140,8 @@ def test_a_signal_saves_records_and_resumes_exactly(tmp_path, whole_run, signum,
 def test_sigterm_stops_a_sweep_and_its_job_resumes_alone(tmp_path) -> None:
     sweep_dir = tmp_path / "sweep"
     victim = start_train(
-        "-m", *LONG[:4], "seed=5,6", "logger=none", "figures=false", "hydra/launcher=basic",
-        f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+        "-m", *LONG[:4], EVERY_EPOCH, "seed=5,6", "logger=none", "figures=false",
+        "hydra/launcher=basic", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
     )  # fmt: skip
 
     def job_checkpoint() -> bool:
@@ -174,7 +178,8 @@ def test_a_signal_stops_a_stacked_sweep_which_the_printed_command_finishes(
     tmp_path, signum, code
 ) -> None:
     sweep_dir = tmp_path / "sweep"
-    sweep = [*LONG[:3], "trainer.max_epochs=300", "seed=5,6", "logger=none", "figures=false"]
+    sweep = [*LONG[:3], EVERY_EPOCH, "trainer.max_epochs=300", "seed=5,6", "logger=none"]
+    sweep.append("figures=false")
     victim = start_train(
         "-m", *sweep, "hydra/launcher=stacked", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path
     )

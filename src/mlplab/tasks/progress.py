@@ -4,8 +4,8 @@
   line per epoch, through Python logging, so in Hydra's job log too) when stdout is a file or
   a pipe, as under a scheduler, where a live bar would print one line at the very end.
 - :func:`model_summary`: the layer table on a terminal; none in a file (one per sweep job).
-- :class:`Interruption`: notes the signal that stopped ``trainer.fit`` (Lightning's own
-  SIGTERM handling, or Ctrl-C's KeyboardInterrupt) through ``Callback.on_exception``.
+- :func:`stopping_signal`: the signal behind Lightning's exit from ``trainer.fit`` (its own
+  SIGTERM handling, or its graceful shutdown on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import sys
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import (
-    Callback,
     ModelSummary,
     ProgressBar,
     RichModelSummary,
@@ -113,25 +112,17 @@ def model_summary(max_depth: int = 2) -> ModelSummary:
     return ModelSummary(max_depth=0)
 
 
-class Interruption(Callback):
-    """Note the signal that stopped ``trainer.fit``: SIGINT (Ctrl-C) or SIGTERM.
+def stopping_signal(exit: SystemExit) -> int | None:
+    """The signal that made ``trainer.fit`` exit with ``exit``, or None for another exit.
 
-    Lightning handles both: SIGTERM sets ``trainer.received_sigterm`` and the loops raise
-    ``SIGTERMException`` at the end of the batch; Ctrl-C's KeyboardInterrupt ends the fit with
-    ``sys.exit(1)``. Either way the callbacks' ``on_exception`` is called first, which is where
-    this one notes the signal, so the task can tell a stop from a failure.
-
-    Attributes:
-        signum: The signal, or None while no signal stopped the fit.
+    Lightning handles both signals and ends the fit with a SystemExit: on SIGTERM the loops
+    raise its ``SIGTERMException`` (a SystemExit) at the end of the batch; on Ctrl-C it catches
+    the KeyboardInterrupt, shuts down and calls ``sys.exit(1)`` while handling it, so the
+    KeyboardInterrupt is the exit's ``__context__``. Read from the exception rather than noted by
+    a callback: a callback costs every training step its hook calls.
     """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        if isinstance(exception, KeyboardInterrupt):
-            self.signum = signal.SIGINT
-        elif isinstance(exception, SIGTERMException):
-            self.signum = signal.SIGTERM
+    if isinstance(exit, SIGTERMException):
+        return signal.SIGTERM
+    if isinstance(exit.__context__, KeyboardInterrupt):
+        return signal.SIGINT
+    return None

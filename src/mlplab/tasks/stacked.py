@@ -181,7 +181,7 @@ def _checkpoint_limits(name: str, node: Any) -> str | None:
         and node.get("every_n_epochs") in (None, 1)
     )
     if not every_epoch:
-        return f"callbacks.{name} writes other checkpoints than last.ckpt after every epoch"
+        return f"callbacks.{name} writes other checkpoints than last.ckpt at the end of an epoch"
     return None
 
 
@@ -258,7 +258,7 @@ def group_dir(sweep_dir: Path, members: Sequence[Member]) -> Path:
 
 
 def group_checkpoint(directory: Path) -> Path:
-    """The group's ``last.ckpt``, rewritten after every epoch."""
+    """The group's ``last.ckpt``, rewritten at the end of an epoch (see ``ThrottledCheckpoint``)."""
     return Path(directory) / "checkpoints" / "last.ckpt"
 
 
@@ -333,19 +333,19 @@ def train_group(
 
     Raises:
         Interrupted: SIGINT (Ctrl-C) or SIGTERM stopped the fit (Lightning ends it at the end of
-            the batch; the group's ``last.ckpt`` holds its last whole epoch).
+            the batch; the group's ``last.ckpt`` holds the last epoch it saved).
     """
-    from mlplab.tasks.progress import Interruption
+    from mlplab.tasks.progress import stopping_signal
 
     directory = Path(directory)
     results = [MemberResult(m, directory, len(members)) for m in members]
-    interruption = Interruption()
     try:
-        _train_group(members, directory, chunk_size, results, interruption)
+        _train_group(members, directory, chunk_size, results)
     except SystemExit as stop:  # Lightning's SIGTERMException, or its sys.exit(1) on Ctrl-C
-        if interruption.signum is None:
+        signum = stopping_signal(stop)
+        if signum is None:
             raise
-        raise Interrupted(interruption.signum, f"training {directory}") from stop
+        raise Interrupted(signum, f"training {directory}") from stop
     except Exception as err:  # the stack failed as a whole: every member says so
         log.error("stack %s failed: %s", directory, single_run.one_line(err))
         for result in results:
@@ -358,7 +358,6 @@ def _train_group(
     directory: Path,
     chunk_size: int | None,
     results: list[MemberResult],
-    interruption: Any,
 ) -> None:
     from mlplab.data.stacked import StackedDataModule
     from mlplab.models.stacked import StackedClassifier, StackMismatchError, default_chunk_size
@@ -390,7 +389,7 @@ def _train_group(
         keys=[json.dumps(runs[i].record["data"], sort_keys=True, default=repr) for i in order],
     )
     trainer_cfg = OmegaConf.merge(first.trainer, {"default_root_dir": str(directory)})
-    callbacks = [*_group_callbacks(first, directory, len(data.train_dataloader())), interruption]
+    callbacks = _group_callbacks(first, directory, len(data.train_dataloader()))
     trainer = single_run.build_trainer(trainer_cfg, None, callbacks)
     ckpt = group_checkpoint(directory)
     resume = first.ckpt_path == "last" and ckpt.is_file()

@@ -533,7 +533,7 @@ def train(
     """
     from mlplab.data.datamodule import sequential_loader
     from mlplab.models.classifier import DivergedError, evaluate_batches
-    from mlplab.tasks.progress import Interruption
+    from mlplab.tasks.progress import stopping_signal
 
     started = time.perf_counter()
     ckpt = None if ckpt_path is None else str(ckpt_path)
@@ -542,10 +542,10 @@ def train(
     except DivergedError as err:
         raise TaskError(str(err)) from err
     except SystemExit as err:  # Lightning's SIGTERMException, or its exit after Ctrl-C
-        stop = next((c for c in trainer.callbacks if isinstance(c, Interruption)), None)
-        if stop is None or stop.signum is None:
+        signum = stopping_signal(err)
+        if signum is None:
             raise
-        raise _interrupted(trainer, stop.signum) from err
+        raise _interrupted(trainer, signum) from err
     metrics: dict[str, float] = {"fit_time_s": round(time.perf_counter() - started, 4)}
     metrics.update(
         {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -567,12 +567,18 @@ def train(
 def _interrupted(trainer: pl.Trainer, signum: int) -> common.Interrupted:
     """The stop by ``signum`` during the fit, saying where the run stopped and resumes from.
 
-    ModelCheckpoint writes last.ckpt at the end of every epoch; the epoch in progress is not
-    saved, and a resume trains it again from its start, as the uninterrupted run did (a
-    mid-epoch checkpoint cannot resume exactly: the DataLoader does not record its position).
+    ``last.ckpt`` is written at the end of an epoch (every ``save_interval_s`` seconds, see
+    :class:`~mlplab.tasks.checkpointing.ThrottledCheckpoint`); the epochs after it are trained
+    again by a resume, as the uninterrupted run trained them (a mid-epoch checkpoint cannot
+    resume exactly: the DataLoader does not record its position).
     """
+    from mlplab.tasks.checkpointing import ThrottledCheckpoint
+
     done, step = trainer.current_epoch, trainer.global_step
-    where = f"at step {step}, in epoch {done + 1} (a resume trains it again from its start)"
+    where = f"at step {step}, in epoch {done + 1}"
+    saved = [c.saved_step for c in trainer.callbacks if isinstance(c, ThrottledCheckpoint)]
+    if saved and saved[0] is not None:
+        where += f" (last.ckpt holds step {saved[0]}, where a resume goes on)"
     return common.Interrupted(signum, where, metrics={"global_step": step, "epochs": done})
 
 
@@ -612,11 +618,9 @@ def _fit_and_record(
 ) -> dict[str, float]:
     """Fit and test; on rank 0, print the tutorial's lines and write figures and HPARAMS."""
     from mlplab.tasks import runtime
-    from mlplab.tasks.progress import Interruption
 
     logger = runtime.build_logger(cfg.get("logger"))
-    # Interruption is the task's own: a signal always ends in a record, whatever the callbacks.
-    callbacks = [*runtime.build_callbacks(cfg.get("callbacks")), Interruption()]
+    callbacks = runtime.build_callbacks(cfg.get("callbacks"))
     trainer = runtime.build_trainer(cfg.trainer, logger, callbacks)
     runtime.pass_job_to_ranks()
     common.settle_gc()
