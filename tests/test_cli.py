@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -363,3 +365,33 @@ def test_a_task_turns_the_collector_back_on_for_its_work(tmp_path, task, args, e
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines()[-1] == "collector on: True True"
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_non_editable_install_stops_with_one_line_on_its_missing_configs(tmp_path) -> None:
+    # `pip install <checkout>` copies the package without conf/: every command says so, exit 2.
+    source = tmp_path / "checkout"
+    shutil.copytree(ROOT_DIR / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT_DIR / name, source / name)
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q"]
+    installed = subprocess.run(
+        [*pip, "--target", str(site), str(source)], capture_output=True, text=True, timeout=300
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    assert (site / "mlplab" / "tasks" / "train.py").is_file() and not (site / "conf").exists()
+    script = "from mlplab.tasks.train import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", script, "debug=fast"],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    conf = site.parent / "conf" / "train.yaml"  # where ROOT_DIR puts it: beside the package's src
+    assert line == (
+        f"mlplab-train: error: no config {conf}: mlplab runs from its checkout (conf/ beside "
+        "src/); install the checkout editable: make install, or pip install -e <checkout>"
+    )

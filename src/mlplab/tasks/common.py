@@ -924,6 +924,22 @@ def checkout_note(task_name: str, cwd: Path | None = None) -> str | None:
     return None
 
 
+def missing_configs_error(task_name: str) -> str | None:
+    """The error line when mlplab's ``conf/`` is not beside its ``src/`` (a non-editable install).
+
+    mlplab is a template run from its checkout: configs come from ``<checkout>/conf`` and outputs
+    go to ``<checkout>/outputs``. ``pip install <checkout>`` (not editable) copies only the Python
+    package into site-packages, where there is no ``conf/`` beside it.
+    """
+    if (CONF_DIR / f"{task_name}.yaml").is_file():
+        return None
+    return (
+        f"mlplab-{task_name}: error: no config {CONF_DIR / f'{task_name}.yaml'}: mlplab runs from "
+        "its checkout (conf/ beside src/); install the checkout editable: make install, or "
+        "pip install -e <checkout>"
+    )
+
+
 def console_main(hydra_main: Callable[[], Any], task_name: str) -> None:
     """Console-script entry: quote activation specs, run Hydra, shorten its errors to one line.
 
@@ -938,6 +954,10 @@ def console_main(hydra_main: Callable[[], Any], task_name: str) -> None:
         hydra_main()
         return
     sys.argv[1:] = quote_call_values(sys.argv[1:])
+    missing = missing_configs_error(task_name)
+    if missing is not None:
+        print(missing, file=sys.stderr, flush=True)
+        raise SystemExit(2)
     note = checkout_note(task_name)
     if note is not None:
         print(note, file=sys.stderr, flush=True)
