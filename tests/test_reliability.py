@@ -708,6 +708,11 @@ BAD_VALUES = [
     ("train", ["+trainer.max_epoch=3"], "trainer.max_epoch"),
     ("train", ["callbacks.model_checkpoint=5"], "callbacks.model_checkpoint"),
     ("train", ["+callbacks.model_checkpoint.mode=up"], "callbacks.model_checkpoint.mode"),
+    (
+        "train",
+        ["callbacks.model_checkpoint.save_interval_s=-1"],
+        "callbacks.model_checkpoint.save_interval_s",
+    ),
     ("train", ["grid_size=1"], "grid_size"),
     ("train", ["grid_size=5000"], "grid_size"),
     ("train", ["figures=maybe"], "figures"),

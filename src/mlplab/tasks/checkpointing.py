@@ -49,8 +49,9 @@ class ThrottledCheckpoint(ModelCheckpoint):
     every rank (``trainer.strategy.broadcast``), as Lightning does for ``train_time_interval``, so
     the ranks never disagree on a save.
 
-    A kill loses at most the epochs of the last ``save_interval_s`` seconds; a resume from
-    ``last.ckpt`` goes on from the end of the epoch it holds, exactly as the uninterrupted run did.
+    A kill loses at most the epochs of the last ``save_interval_s`` seconds and the epoch in
+    progress; a resume from ``last.ckpt`` goes on from the end of the epoch it holds, exactly as
+    the uninterrupted run did.
 
     Args:
         save_interval_s: The least time between two saves, in seconds of wall time; 0 saves after
@@ -62,7 +63,8 @@ class ThrottledCheckpoint(ModelCheckpoint):
             (``save_interval_s=<value> is invalid: ...``).
 
     Attributes:
-        saved_step: The global step of the run's latest checkpoint in this fit, or None.
+        saved_step: The global step in this callback's file, once it wrote one in this fit;
+            else None.
     """
 
     def __init__(self, *, save_interval_s: float = 0.0, **kwargs: Any) -> None:
