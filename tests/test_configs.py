@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from mlplab.data.datamodule import SpiralDataModule
 from mlplab.models.losses import CrossEntropy
 from mlplab.models.mlp import MLP
+from mlplab.tasks.checkpointing import ThrottledCheckpoint
 from mlplab.tasks.common import CONF_DIR, ConfigError
 from mlplab.tasks.eval import validate_eval_config
 from mlplab.tasks.progress import EpochLines, stdout_is_terminal
@@ -200,13 +201,14 @@ def test_callback_options(compose_config, tmp_path) -> None:
     kinds = {type(c) for c in callbacks}
     # A rich bar and summary on a terminal; epoch log lines and no table in a file or a pipe.
     if stdout_is_terminal():
-        assert kinds == {ModelCheckpoint, RichProgressBar, RichModelSummary}
+        assert kinds == {ThrottledCheckpoint, RichProgressBar, RichModelSummary}
     else:
-        assert kinds == {ModelCheckpoint, EpochLines, ModelSummary}
+        assert kinds == {ThrottledCheckpoint, EpochLines, ModelSummary}
     (last,) = (c for c in callbacks if isinstance(c, ModelCheckpoint))
-    # Lightning's own checkpoint callback keeps one file, last.ckpt, of the most recent epoch.
+    # Lightning's checkpoint callback keeps one file, last.ckpt, of a recent epoch (every 5 s).
     assert last.dirpath == str(tmp_path / "run" / "checkpoints")
     assert last.filename == "last" and last.save_top_k == 1 and last.monitor is None
+    assert last.save_interval_s == 5
     assert not last.save_last  # no second copy of the same checkpoint
     cfg = compose_config("train", ["callbacks=none"])
     assert build_callbacks(cfg.get("callbacks")) == []
