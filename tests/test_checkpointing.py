@@ -87,6 +87,46 @@ def test_an_epoch_ending_after_the_interval_is_saved(tmp_path) -> None:
     assert probe.seen == [None, None, 20, 20] and saved_step(last) == 40
 
 
+def test_another_checkpoint_callback_does_not_hold_last_ckpt_back(tmp_path) -> None:
+    # A best-epochs ModelCheckpoint saving after every epoch: its saves must not restart
+    # last.ckpt's clock, or last.ckpt would never be written during the fit.
+    best = [
+        "+callbacks.best._target_=pytorch_lightning.callbacks.ModelCheckpoint",
+        f"+callbacks.best.dirpath={tmp_path / 'best'}",
+        "+callbacks.best.monitor=train/loss",
+        "+callbacks.best.save_top_k=-1",
+    ]
+    # Epochs of at least 0.4 s: the best callback saves more often than the 1 s interval.
+    probe = Probe(
+        tmp_path / "run" / "checkpoints" / "last.ckpt", sleep_before=dict.fromkeys(range(6), 0.4)
+    )
+    overrides = ["trainer.max_epochs=6", "callbacks.model_checkpoint.save_interval_s=1", *best]
+    _, last = fit(tmp_path, overrides, probe)
+    assert len(list((tmp_path / "best").glob("*.ckpt"))) == 6  # one per epoch
+    assert any(step is not None for step in probe.seen)  # saved during the fit
+    assert saved_step(last) == 60
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.max_epochs=3", "+trainer.val_check_interval=0.5"],
+        ["trainer.max_epochs=5", "trainer.check_val_every_n_epoch=2"],
+    ],
+    ids=["val_check_interval", "check_val_every_n_epoch"],
+)
+def test_with_validation_last_ckpt_holds_whole_epochs_and_the_last(tmp_path, overrides) -> None:
+    # Only an epoch's end resumes exactly: never a validation inside an epoch; and the last epoch
+    # is saved even when no validation follows it.
+    probe = Probe(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    every = "callbacks.model_checkpoint.save_interval_s=0"
+    trainer, last = fit(tmp_path, ["data.val_fraction=0.2", every, *overrides], probe)
+    per_epoch = trainer.num_training_batches
+    epochs = len(probe.seen)
+    assert probe.seen == [None, *(per_epoch * e for e in range(1, epochs))]
+    assert saved_step(last) == trainer.global_step == per_epoch * epochs
+
+
 @pytest.mark.parametrize(
     ("overrides", "stop", "step"),
     [

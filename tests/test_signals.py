@@ -237,6 +237,8 @@ def test_sigterm_before_the_first_epoch_ends_is_recorded(tmp_path) -> None:
         assert words[-1] == "ckpt_path=last"
     else:
         assert words[-1] == f"hydra.run.dir={run_dir}" and "ckpt_path=last" not in words
+        if " at step " in record["error"]:  # stopped in the fit, not before it began
+            assert record["error"].endswith(" (no last.ckpt written yet by this fit)")
 
 
 @pytest.mark.slow

@@ -37,8 +37,14 @@ def fit_ends_with_this_epoch(trainer: pl.Trainer) -> bool:
 
 class ThrottledCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that saves at an epoch's end only once ``save_interval_s`` seconds have
-    passed since the run's previous checkpoint (or the start of training), and always after the
-    fit's last epoch (:func:`fit_ends_with_this_epoch`).
+    passed since its previous save (or the start of training), and always after the fit's last
+    epoch (:func:`fit_ends_with_this_epoch`).
+
+    Without a ``monitor`` it saves at the end of the training epoch (after that epoch's
+    validation), never at a validation inside an epoch (``val_check_interval`` < 1) or at one
+    that a ``check_val_every_n_epoch`` > 1 skips: only an epoch's end resumes exactly
+    (``save_on_train_epoch_end`` defaults to True then; ModelCheckpoint's own default saves after
+    each validation when there is one).
 
     The interval applies to a checkpoint of the latest epoch (``monitor: null``, mlplab's
     ``last.ckpt``); with a ``monitor``, every candidate epoch is compared and saved as
@@ -68,10 +74,12 @@ class ThrottledCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, *, save_interval_s: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
         check_save_interval(save_interval_s)
+        if kwargs.get("monitor") is None and kwargs.get("save_on_train_epoch_end") is None:
+            kwargs["save_on_train_epoch_end"] = True
+        super().__init__(**kwargs)
         self.save_interval_s = float(save_interval_s)
-        self.saved_at: float | None = None  # time.monotonic() of the run's latest checkpoint
+        self.saved_at: float | None = None  # time.monotonic() of this callback's latest save
         self.saved_step: int | None = None  # the global step in this callback's file
         self.dumped_step: int | None = None  # the step of the checkpoint being written
         # ModelCheckpoint saves after a batch only by steps or by time; without either, its
@@ -94,9 +102,8 @@ class ThrottledCheckpoint(ModelCheckpoint):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        # Called for every checkpoint of the run (Lightning's dump_checkpoint), this one's or not,
-        # before it is written.
-        self.saved_at = time.monotonic()
+        # Called for every checkpoint of the run (Lightning's dump_checkpoint), this one's or
+        # another callback's, before it is written: save_by keeps only its own.
         self.dumped_step = int(checkpoint["global_step"])
 
     def on_train_batch_end(
@@ -129,6 +136,9 @@ class ThrottledCheckpoint(ModelCheckpoint):
         hook(trainer, pl_module)
         if self.dumped_step is not None:  # a checkpoint was dumped in the hook, and written
             self.saved_step = self.dumped_step
+            # Only this callback's saves restart the clock: a best-epochs ModelCheckpoint saving
+            # every few seconds must not keep last.ckpt from being written.
+            self.saved_at = time.monotonic()
 
     def due(self, trainer: pl.Trainer) -> bool:
         """Whether this epoch end may save: the interval has passed, or the fit ends with it."""

@@ -399,7 +399,7 @@ def _train_group(
         log.info(
             "resuming the stack from %s (after epoch %d, step %d)",
             ckpt,
-            checkpoint.get("epoch", -1),
+            checkpoint.get("epoch", -1) + 1,  # 1-based, as the epoch lines count
             checkpoint.get("global_step", -1),
         )
     single_run.write_json(

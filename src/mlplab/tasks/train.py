@@ -579,6 +579,8 @@ def _interrupted(trainer: pl.Trainer, signum: int) -> common.Interrupted:
     saved = [c.saved_step for c in trainer.callbacks if isinstance(c, ThrottledCheckpoint)]
     if saved and saved[0] is not None:
         where += f" (last.ckpt holds step {saved[0]}, where a resume goes on)"
+    elif saved:
+        where += " (no last.ckpt written yet by this fit)"
     return common.Interrupted(signum, where, metrics={"global_step": step, "epochs": done})
 
 
@@ -599,7 +601,7 @@ def _train_body(cfg: DictConfig, output_dir: Path) -> common.Outcome:
         log.info(
             "resuming from %s (after epoch %d, step %d)",
             ckpt_path,
-            checkpoint.get("epoch", -1),
+            checkpoint.get("epoch", -1) + 1,  # 1-based, as the epoch lines count
             checkpoint.get("global_step", -1),
         )
     hparams = hparams_of(model.hparams.built_from, model.net, cfg.seed, config_choices())
