@@ -112,8 +112,8 @@ def model_summary(max_depth: int = 2) -> ModelSummary:
     return ModelSummary(max_depth=0)
 
 
-def stopping_signal(exit: SystemExit) -> int | None:
-    """The signal that made ``trainer.fit`` exit with ``exit``, or None for another exit.
+def stopping_signal(stop: SystemExit) -> int | None:
+    """The signal that made ``trainer.fit`` exit with ``stop``, or None for another exit.
 
     Lightning handles both signals and ends the fit with a SystemExit: on SIGTERM the loops
     raise its ``SIGTERMException`` (a SystemExit) at the end of the batch; on Ctrl-C it catches
@@ -121,8 +121,8 @@ def stopping_signal(exit: SystemExit) -> int | None:
     KeyboardInterrupt is the exit's ``__context__``. Read from the exception rather than noted by
     a callback: a callback costs every training step its hook calls.
     """
-    if isinstance(exit, SIGTERMException):
+    if isinstance(stop, SIGTERMException):
         return signal.SIGTERM
-    if isinstance(exit.__context__, KeyboardInterrupt):
+    if isinstance(stop.__context__, KeyboardInterrupt):
         return signal.SIGINT
     return None
