@@ -18,7 +18,12 @@ import torch
 
 from mlplab.tasks.checkpointing import ThrottledCheckpoint
 from mlplab.tasks.common import Interrupted
-from mlplab.tasks.runtime import build_callbacks, build_trainer, quiet_expected_warnings
+from mlplab.tasks.runtime import (
+    AtomicCheckpointIO,
+    build_callbacks,
+    build_trainer,
+    quiet_expected_warnings,
+)
 from mlplab.tasks.train import build_run, train
 from test_reliability import SMALL, compose_task
 
@@ -71,11 +76,13 @@ def test_the_default_saves_only_after_the_last_epoch_of_a_short_fit(tmp_path) ->
     assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
 
 
-def test_an_interval_of_zero_saves_after_every_epoch(tmp_path) -> None:
+def test_an_interval_of_zero_saves_after_every_epoch_through_atomic_io(tmp_path) -> None:
     probe = Probe(tmp_path / "run" / "checkpoints" / "last.ckpt")
     overrides = ["trainer.max_epochs=3", "callbacks.model_checkpoint.save_interval_s=0"]
-    _, last = fit(tmp_path, overrides, probe)
-    assert probe.seen == [None, 10, 20] and saved_step(last) == 30
+    trainer, last = fit(tmp_path, overrides, probe)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert probe.seen == [None, 10, 20] and saved_step(last) == 30  # after every epoch of 10
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]  # and no temporary file
 
 
 def test_an_epoch_ending_after_the_interval_is_saved(tmp_path) -> None:

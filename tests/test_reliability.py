@@ -27,7 +27,7 @@ from omegaconf import DictConfig, open_dict
 from conftest import BIN, NO_PROGRESS, SMALL_TRAIN, checkpoint_of, read_metrics, run_cli
 from mlplab.tasks.common import CONF_DIR, ConfigError, run_task
 from mlplab.tasks.eval import _eval_body
-from mlplab.tasks.runtime import AtomicCheckpointIO, quiet_expected_warnings
+from mlplab.tasks.runtime import AtomicCheckpointIO
 from mlplab.tasks.train import _train_body, check_run_length
 
 HAS_CUDA = torch.cuda.is_available()
@@ -271,36 +271,6 @@ def test_checkpoint_write_is_atomic(tmp_path) -> None:
     assert path.read_bytes() == before  # the failed save left the old checkpoint whole
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # and no temporary file
     assert torch.load(path, weights_only=True)["epoch"] == 1
-
-
-def test_a_run_writes_last_ckpt_every_epoch_through_atomic_io(tmp_path) -> None:
-    import pytorch_lightning as pl
-
-    from mlplab.tasks.runtime import build_callbacks, build_trainer
-    from mlplab.tasks.train import build_run
-
-    class Probe(pl.Callback):
-        """What last.ckpt holds when each epoch starts."""
-
-        def __init__(self) -> None:
-            self.seen: list[int | None] = []
-
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
-            path = tmp_path / "run" / "checkpoints" / "last.ckpt"
-            step = torch.load(path, weights_only=True)["global_step"] if path.exists() else None
-            self.seen.append(step)
-
-    quiet_expected_warnings()
-    overrides = [*SMALL, "logger=none", "trainer.max_epochs=3", EVERY]  # the default's: elsewhere
-    cfg = compose_task("train", overrides, tmp_path / "run")
-    datamodule, model = build_run(cfg)
-    probe = Probe()
-    trainer = build_trainer(cfg.trainer, None, [*build_callbacks(cfg.callbacks), probe])
-    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    trainer.fit(model, datamodule=datamodule)
-    assert probe.seen == [None, 10, 20]  # rewritten after every epoch of 10 steps
-    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["last.ckpt"]
-    assert checkpoint_of(tmp_path / "run")["global_step"] == 30
 
 
 # --- bad checkpoints ----------------------------------------------------------------------------

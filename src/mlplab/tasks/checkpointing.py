@@ -18,6 +18,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from mlplab.checks import check_number
+
 
 def fit_ends_with_this_epoch(trainer: pl.Trainer) -> bool:
     """True when the fit stops after the epoch now ending (called in an epoch-end hook).
@@ -74,11 +76,11 @@ class ThrottledCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, *, save_interval_s: float = 0.0, **kwargs: Any) -> None:
-        check_save_interval(save_interval_s)
+        save_interval_s = check_number("save_interval_s", save_interval_s, low=0)
         if kwargs.get("monitor") is None and kwargs.get("save_on_train_epoch_end") is None:
             kwargs["save_on_train_epoch_end"] = True
         super().__init__(**kwargs)
-        self.save_interval_s = float(save_interval_s)
+        self.save_interval_s = save_interval_s
         self.saved_at: float | None = None  # time.monotonic() of this callback's latest save
         self.saved_step: int | None = None  # the global step in this callback's file
         self.dumped_step: int | None = None  # the step of the checkpoint being written
@@ -147,13 +149,3 @@ class ThrottledCheckpoint(ModelCheckpoint):
         elapsed = math.inf if self.saved_at is None else time.monotonic() - self.saved_at
         due = elapsed >= self.save_interval_s or fit_ends_with_this_epoch(trainer)
         return bool(trainer.strategy.broadcast(due))
-
-
-def check_save_interval(save_interval_s: Any) -> None:
-    """Refuse a ``save_interval_s`` that is not a number of seconds >= 0."""
-    valid = isinstance(save_interval_s, int | float) and not isinstance(save_interval_s, bool)
-    if not valid or not math.isfinite(save_interval_s) or save_interval_s < 0:
-        raise ValueError(
-            f"save_interval_s={save_interval_s!r} is invalid: must be a number of seconds >= 0 "
-            "(0 saves after every epoch)"
-        )
